@@ -1,0 +1,83 @@
+"""RAVLT and its ImageNet neck as OpenMMLab modules (``init_cfg``, ``norm_cfg``)."""
+from __future__ import annotations
+
+import copy
+
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+
+from ..convert import (backbone_state_dict, check_backbone_state_dict, extract_state_dict,
+                       load_checkpoint_file)
+from ..models import ravlt as network
+
+
+def norm_layer_from_cfg(norm_cfg):
+    """A ``num_features -> module`` factory from an mmcv ``norm_cfg`` (BN, SyncBN, ...)."""
+    from mmcv.cnn import build_norm_layer  # mmcv is needed to build, not to import mmrala
+
+    norm_cfg = dict(norm_cfg)
+
+    def build(num_features):
+        return build_norm_layer(norm_cfg, num_features)[1]
+
+    return build
+
+
+@MODELS.register_module()
+class RAVLT(network.RAVLT, BaseModule):
+    """RAVLT backbone for mmdet, mmseg and mmpretrain.
+
+    Takes every argument of :class:`mmrala.models.RAVLT` plus:
+
+    Args:
+        norm_cfg: the BatchNorm layers of the stem, the downsamplers (and the classifier
+            neck), e.g. ``dict(type='SyncBN', requires_grad=True)`` for multi-GPU runs.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads an authors' file
+            (ImageNet, detection or segmentation) or an mmrala checkpoint, converting the
+            names on the fly. Every backbone weight must be present and fit; only the
+            dense-prediction output norms may be new (an ImageNet file has none).
+    """
+
+    def __init__(self, arch='t', norm_cfg=dict(type='BN', requires_grad=True), init_cfg=None,
+                 **kwargs):
+        # network.RAVLT.__init__ reaches BaseModule.__init__ through super(); init_cfg is
+        # set afterwards so that it is not reset there.
+        super().__init__(arch=arch, norm_layer=norm_layer_from_cfg(norm_cfg), **kwargs)
+        self.init_cfg = copy.deepcopy(init_cfg)
+
+    def init_weights(self):
+        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
+            super().init_weights()
+            return
+        checkpoint = self.init_cfg.get('checkpoint')
+        if not checkpoint:
+            raise ValueError("RAVLT init_cfg type='Pretrained' needs checkpoint=PATH.")
+        print_log(f'RAVLT: loading pretrained weights from {checkpoint}', logger='current')
+        state = backbone_state_dict(extract_state_dict(load_checkpoint_file(checkpoint)))
+        state, fresh = check_backbone_state_dict(self.state_dict(), state, source=checkpoint)
+        self.load_state_dict(state, strict=False)
+        if fresh:
+            print_log(f'RAVLT: {len(fresh)} output-norm weights are new and keep their '
+                      f'initial values: {", ".join(fresh)}', logger='current')
+        self._is_init = True
+
+
+@MODELS.register_module()
+class RAVLTClsNeck(network.ClassifierHead, BaseModule):
+    """The authors' ImageNet head up to the pooled features: 1x1 conv, BN, Swish, pool.
+
+    Pair it with mmpretrain's ``LinearClsHead(in_channels=mid_channels)``: together they
+    are the authors' head, parameter for parameter.
+    """
+
+    def __init__(self, in_channels=512, mid_channels=1024, norm_cfg=dict(type='BN'),
+                 init_cfg=None):
+        super().__init__(in_channels, mid_channels, num_classes=0,
+                         norm_layer=norm_layer_from_cfg(norm_cfg))
+        self.init_cfg = copy.deepcopy(init_cfg)
+        self.apply(network.RAVLT._init_weights)
+
+    def forward(self, inputs):
+        features = inputs[-1] if isinstance(inputs, (tuple, list)) else inputs
+        return (network.ClassifierHead.forward(self, features, pre_logits=True),)

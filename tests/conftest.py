@@ -1,0 +1,201 @@
+"""Shared fixtures of the downstream tests: tiny datasets in the real formats, the
+``--cfg-options`` that shrink the real configs to them, and helpers that run the tools
+as a user would (subprocesses)."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOLS = osp.join(REPO, 'tools')
+CONFIGS = osp.join(REPO, 'configs')
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import data_factory  # noqa: E402
+
+
+def tool_env(**extra):
+    env = dict(os.environ)
+    env.setdefault('OMP_NUM_THREADS', '2')
+    env['PYTHONPATH'] = REPO + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
+    env['PYTHON'] = sys.executable  # for tools/dist_*.sh
+    env.update(extra)
+    return env
+
+
+def run_cmd(cmd, timeout=600, env=None, cwd=REPO):
+    """Run a command; on failure show the end of its output. Returns the output."""
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=cwd, env=env or tool_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f'command failed (rc {proc.returncode}, {time.time() - start:.0f}s): '
+                    f'{" ".join(map(str, cmd))}\n...{proc.stdout[-6000:]}')
+    return proc.stdout
+
+
+def tool(name, *args, timeout=600, env=None):
+    return run_cmd([sys.executable, osp.join(TOOLS, name), *map(str, args)], timeout, env)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def last_checkpoint(work_dir):
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        return f.read().strip()
+
+
+def read_test_metrics(work_dir):
+    """The metrics mmengine's LoggerHook wrote for the (latest) test run in work_dir."""
+    paths = sorted(p for p in glob.glob(osp.join(work_dir, '*', '*.json'))
+                   if osp.basename(p)[:-5] == osp.basename(osp.dirname(p)))
+    assert paths, f'no test metrics json under {work_dir}'
+    with open(paths[-1]) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+
+
+def train_scalars(work_dir):
+    """Every line of the training scalars.json files in work_dir, in run order."""
+    lines = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            lines += [json.loads(line) for line in f if line.strip()]
+    return lines
+
+
+@pytest.fixture(scope='session')
+def coco_root(tmp_path_factory):
+    return str(data_factory.make_coco(tmp_path_factory.mktemp('coco'))) + '/'
+
+
+@pytest.fixture(scope='session')
+def ade_root(tmp_path_factory):
+    return str(data_factory.make_ade20k(tmp_path_factory.mktemp('ade') /
+                                        'ADEChallengeData2016')) + '/'
+
+
+@pytest.fixture(scope='session')
+def imagenet_root(tmp_path_factory):
+    return str(data_factory.make_imagenet(tmp_path_factory.mktemp('imagenet'))) + '/'
+
+
+def _loaders(key, value):
+    return [f'{loader}.{key}={value}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
+def coco_options(root, size=(160, 128)):
+    """Real COCO config -> tiny COCO at data_root, images resized to size (w, h)."""
+    scale = f'({size[0]},{size[1]})'
+    ann = f'{root}annotations/instances_val2017.json'
+    return [*_loaders('dataset.data_root', root), *_loaders('num_workers', 1),
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
+            f'train_dataloader.dataset.pipeline.2.scale={scale}',
+            f'val_dataloader.dataset.pipeline.1.scale={scale}',
+            f'test_dataloader.dataset.pipeline.1.scale={scale}',
+            'train_cfg.max_epochs=1', 'train_cfg.val_begin=1000']
+
+
+def ade_options(root, crop=64):
+    """Real ADE20K config -> tiny ADE20K at data_root, crop x crop training crops."""
+    scale = f'({4 * crop},{crop})'
+    return [*_loaders('dataset.data_root', root), *_loaders('num_workers', 1),
+            f'train_dataloader.dataset.pipeline.2.scale={scale}',
+            f'train_dataloader.dataset.pipeline.3.crop_size=({crop},{crop})',
+            f'model.data_preprocessor.size=({crop},{crop})',
+            f'val_dataloader.dataset.pipeline.1.scale={scale}',
+            f'test_dataloader.dataset.pipeline.1.scale={scale}',
+            'train_cfg.max_iters=2', 'train_cfg.val_begin=1000',
+            'default_hooks.checkpoint.interval=2']
+
+
+def imagenet_options(root, size=64):
+    """Real ImageNet config -> tiny folder tree at data_root, size x size crops."""
+    return [*_loaders('dataset.data_root', root), *_loaders('num_workers', 1),
+            *_loaders('batch_size', 4),
+            f'train_dataloader.dataset.pipeline.1.scale={size}',
+            f'val_dataloader.dataset.pipeline.1.scale={round(size / 0.875)}',
+            f'val_dataloader.dataset.pipeline.2.crop_size={size}',
+            f'test_dataloader.dataset.pipeline.1.scale={round(size / 0.875)}',
+            f'test_dataloader.dataset.pipeline.2.crop_size={size}',
+            'train_cfg.max_epochs=1', 'train_cfg.val_begin=1000']
+
+
+COMMON = ['model.backbone.init_cfg=None', 'randomness.seed=0',
+          'default_hooks.logger.interval=1', 'log_processor.window_size=1']
+
+
+@dataclass
+class Case:
+    config: str
+    data: str  # fixture name of the data root
+    options: object  # root -> list of --cfg-options
+    metrics: tuple  # keys the test run must report
+    extra: list = field(default_factory=list)
+
+
+CASES = {
+    'maskrcnn': Case('maskrcnn_ravlt_t_coco.py', 'coco_root', coco_options,
+                     ('coco/bbox_mAP', 'coco/segm_mAP')),
+    'retinanet': Case('retinanet_ravlt_t_coco.py', 'coco_root', coco_options,
+                      ('coco/bbox_mAP', )),
+    'fpn': Case('fpn_ravlt_t_ade20k.py', 'ade_root', ade_options, ('mIoU', 'aAcc')),
+    # UperNet exists for S, B and L only; S at 64x64 crops is small enough.
+    'upernet': Case('upernet_ravlt_s_ade20k.py', 'ade_root', ade_options, ('mIoU', 'aAcc')),
+    'in1k': Case('ravlt_t_in1k.py', 'imagenet_root', imagenet_options,
+                 ('accuracy/top1', 'accuracy/top5')),
+}
+
+
+def case_options(name, request):
+    case = CASES[name]
+    root = request.getfixturevalue(case.data)
+    return [*COMMON, *case.options(root), *case.extra]
+
+
+# Test-time only: keep the low-score detections of barely trained detectors (all their
+# class scores are still below the configs' 0.05, and COCO evaluation of no detections
+# reports no metric).
+SCORE_THR_0 = {'maskrcnn': ['model.test_cfg.rcnn.score_thr=0.0'],
+               'retinanet': ['model.test_cfg.score_thr=0.0']}
+
+
+def eval_options(name, request):
+    return case_options(name, request) + SCORE_THR_0.get(name, [])
+
+
+class TrainedRuns:
+    """Trains each case once per session (tools/train.py) and shares the checkpoint."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp = tmp_path_factory
+        self.runs = {}
+
+    def get(self, name, request):
+        if name not in self.runs:
+            work_dir = str(self.tmp.mktemp(f'train_{name}'))
+            config = osp.join(CONFIGS, CASES[name].config)
+            start = time.time()
+            out = tool('train.py', config, '--work-dir', work_dir,
+                       '--cfg-options', *case_options(name, request))
+            self.runs[name] = dict(work_dir=work_dir, checkpoint=last_checkpoint(work_dir),
+                                   config=config, output=out, seconds=time.time() - start)
+        return self.runs[name]
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+    return TrainedRuns(tmp_path_factory)
