@@ -1,5 +1,6 @@
 """The OpenMMLab glue: registry, init_cfg checkpoints, converted files and mmengine's own
 Runner checkpoints under torch's weights-only loading."""
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -180,6 +181,7 @@ def make_runner(work_dir, max_iters, resume=False, hooks=()):
                               sampler=dict(type='DefaultSampler', shuffle=False),
                               collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        param_scheduler=dict(type='LinearLR', start_factor=0.5, by_epoch=False, end=4),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
@@ -213,3 +215,16 @@ def test_mmengine_runner_checkpoints_load_with_weights_only(tmp_path):
     resumed.train()
     assert start.iteration == 2 and resumed.iter == 4
     assert (tmp_path / 'iter_4.pth').is_file()
+
+
+class ReachesPastTheStatistics:
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+def test_allow_listed_getattr_answers_only_history_buffer_statistics(tmp_path):
+    path = tmp_path / 'sneaky.pth'
+    torch.save({'state_dict': {}, 'x': ReachesPastTheStatistics()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='only for the statistics methods'):
+        torch.load(path, weights_only=True)

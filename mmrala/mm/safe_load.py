@@ -1,39 +1,54 @@
 """mmengine 0.10.7 checkpoints under torch >= 2.6, where ``torch.load`` defaults to
 ``weights_only=True``.
 
-A Runner checkpoint pickles the message hub (``HistoryBuffer`` objects holding numpy
-arrays) and numpy scalars, which the weights-only unpickler rejects, so ``load_from``,
-``tools/test.py`` and ``--resume`` fail. Allow-listing exactly these classes keeps the
-safe unpickler on, instead of turning it off.
+A Runner checkpoint pickles the message hub: ``HistoryBuffer`` objects holding numpy
+arrays and scalars, and, in each buffer, its statistics methods as
+``getattr(HistoryBuffer, 'mean')``. The weights-only unpickler rejects all of these, so
+``load_from``, ``tools/test.py`` and ``--resume`` fail. Allow-listing exactly these
+globals keeps the safe unpickler on instead of turning it off; ``getattr`` is replaced
+by a version that only answers for HistoryBuffer's registered statistics.
 """
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-
-def _numpy_reconstructors():
-    # numpy >= 2 pickles through numpy._core, older numpy through numpy.core.
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    return [multiarray._reconstruct, multiarray.scalar]
+try:
+    from numpy._core import multiarray as _np_multiarray   # numpy >= 2
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray as _np_multiarray
 
 
-def _numpy_dtype_classes():
-    # numpy >= 1.25 pickles a dtype as an instance of its numpy.dtypes.*DType class.
-    dtype_classes = {type(np.dtype(name)) for name in
-                     ('float16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64',
-                      'uint8', 'bool')}
-    return sorted(dtype_classes - {np.dtype}, key=lambda cls: cls.__name__)
+# HistoryBuffer fills its class-level registry only when the first buffer is created.
+BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
-MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, np.ndarray, np.dtype,
-                               *_numpy_reconstructors(), *_numpy_dtype_classes()]
+def history_buffer_statistic(owner, name):
+    """``getattr`` as found in mmengine checkpoints, limited to HistoryBuffer statistics."""
+    allowed = set(BUILTIN_STATISTICS) | set(HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and name in allowed:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({owner!r}, {name!r}); a weights-only load allows it '
+        'only for the statistics methods of mmengine HistoryBuffer.')
+
+
+def _numeric_dtype_classes():
+    # numpy >= 1.25 restores a dtype by BUILDing an instance of its numpy.dtypes.*DType.
+    names = ('bool', 'uint8', 'int8', 'int16', 'int32', 'int64', 'float16', 'float32', 'float64')
+    return sorted({type(np.dtype(name)) for name in names} - {np.dtype},
+                  key=lambda cls: cls.__name__)
+
+
+MMENGINE_CHECKPOINT_GLOBALS = [
+    HistoryBuffer, np.ndarray, np.dtype, _np_multiarray._reconstruct, _np_multiarray.scalar,
+    *_numeric_dtype_classes(), (history_buffer_statistic, 'builtins.getattr'),
+]
 
 
 def allow_mmengine_checkpoint_globals():
-    """Add the classes of mmengine's Runner checkpoints to torch's weights-only allow-list."""
+    """Add the globals of mmengine's Runner checkpoints to torch's weights-only allow-list."""
     torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
