@@ -207,3 +207,13 @@ def test_wrong_channel_count_is_explained():
     model = RAVLT('t')
     with pytest.raises(ValueError, match=r'expects images of shape \(B, 3, H, W\).*\(1, 1, 32, 32\)'):
         model(torch.randn(1, 1, 32, 32))
+
+
+def test_timm_create_model_builds_every_variant():
+    import timm
+
+    model = timm.create_model('ravlt_s', num_classes=10)
+    assert isinstance(model, RAVLTClassifier) and model.head.fc.out_features == 10
+    assert count(timm.create_model('ravlt_b')) == AUTHORS_PARAMS['b']
+    assert set(timm.list_models('ravlt_*')) >= {'ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_l'}
+    assert model.pretrained_cfg['interpolation'] == 'bicubic'

@@ -13,8 +13,7 @@ __all__ = ['RALA_IMPLS', 'apply_rope', 'rala_attention', 'rala_attention_referen
 
 
 def _fused_rala_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
-    # Imported on first use: triton is optional, and TRITON_INTERPRET is read when the
-    # kernels are decorated, so a late import lets tests switch to the interpreter.
+    # Imported on first use: triton is optional, and slow to import.
     try:
         from . import rala_triton
     except ImportError as err:
