@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -88,6 +88,19 @@ def ade_root(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def authors_imagenet_t(tmp_path_factory):
+    """A RAVLT-T ImageNet checkpoint in the authors' file format (random weights)."""
+    import torch
+    from authors_checkpoint import save_authors_imagenet_file
+
+    from mmrala.models import RAVLTClassifier
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('authors') / 'RAVLT_T.pth'
+    save_authors_imagenet_file(RAVLTClassifier('t'), path)
+    return str(path)
+
+
+@pytest.fixture(scope='session')
 def imagenet_root(tmp_path_factory):
     return str(data_factory.make_imagenet(tmp_path_factory.mktemp('imagenet'))) + '/'
 
@@ -134,8 +147,8 @@ def imagenet_options(root, size=64):
             'train_cfg.max_epochs=1', 'train_cfg.val_begin=1000']
 
 
-COMMON = ['model.backbone.init_cfg=None', 'randomness.seed=0',
-          'default_hooks.logger.interval=1', 'log_processor.window_size=1']
+COMMON = ['randomness.seed=0', 'default_hooks.logger.interval=1',
+          'log_processor.window_size=1']
 
 
 @dataclass
@@ -144,12 +157,14 @@ class Case:
     data: str  # fixture name of the data root
     options: object  # root -> list of --cfg-options
     metrics: tuple  # keys the test run must report
-    extra: list = field(default_factory=list)
+    # fixture name of the authors' ImageNet file the backbone starts from (the config's
+    # init_cfg, pointed at it); None: random initialisation
+    pretrained: str | None = None
 
 
 CASES = {
     'maskrcnn': Case('maskrcnn_ravlt_t_coco.py', 'coco_root', coco_options,
-                     ('coco/bbox_mAP', 'coco/segm_mAP')),
+                     ('coco/bbox_mAP', 'coco/segm_mAP'), pretrained='authors_imagenet_t'),
     'retinanet': Case('retinanet_ravlt_t_coco.py', 'coco_root', coco_options,
                       ('coco/bbox_mAP', )),
     'fpn': Case('fpn_ravlt_t_ade20k.py', 'ade_root', ade_options, ('mIoU', 'aAcc')),
@@ -163,7 +178,11 @@ CASES = {
 def case_options(name, request):
     case = CASES[name]
     root = request.getfixturevalue(case.data)
-    return [*COMMON, *case.options(root), *case.extra]
+    if case.pretrained:
+        init = f'model.backbone.init_cfg.checkpoint={request.getfixturevalue(case.pretrained)}'
+    else:
+        init = 'model.backbone.init_cfg=None'
+    return [*COMMON, init, *case.options(root)]
 
 
 # Test-time only: keep the low-score detections of barely trained detectors (all their

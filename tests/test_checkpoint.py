@@ -5,11 +5,19 @@ import pickle
 import pytest
 import timm
 import torch
+from authors_checkpoint import (
+    authors_state_dict,
+    save_authors_dense_file,
+    save_authors_imagenet_file,
+)
 
-from authors_checkpoint import (authors_state_dict, save_authors_dense_file,
-                                save_authors_imagenet_file)
-from mmrala.convert import (CheckpointError, backbone_state_dict, check_backbone_state_dict,
-                            convert_official_state_dict, load_checkpoint_file)
+from mmrala.convert import (
+    CheckpointError,
+    backbone_state_dict,
+    check_backbone_state_dict,
+    convert_official_state_dict,
+    load_checkpoint_file,
+)
 from mmrala.models import RAVLT, RAVLTClassifier
 
 

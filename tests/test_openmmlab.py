@@ -8,12 +8,12 @@ import textwrap
 import pytest
 import torch
 import torch.nn as nn
+from authors_checkpoint import save_authors_dense_file, save_authors_imagenet_file
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner, load_checkpoint
 
-from authors_checkpoint import save_authors_dense_file, save_authors_imagenet_file
 from mmrala.convert import CheckpointError
 from mmrala.models import RAVLT as PlainRAVLT
 from mmrala.models import RAVLTClassifier

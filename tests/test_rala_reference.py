@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from authors_reference import authors_rala
+
 from mmrala.ops import rala_attention, rala_attention_reference, rope_angle
 
 

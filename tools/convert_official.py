@@ -20,9 +20,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmrala.convert import (CheckpointError, convert_official_state_dict,  # noqa: E402
-                            extract_state_dict, is_official_layout, load_checkpoint_file,
-                            split_official_classifier)
+from mmrala.convert import (  # noqa: E402
+    CheckpointError,
+    convert_official_state_dict,
+    extract_state_dict,
+    is_official_layout,
+    load_checkpoint_file,
+    split_official_classifier,
+)
 
 
 def to_mmrala(state_dict) -> OrderedDict:

@@ -7,8 +7,12 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
-from ..convert import (backbone_state_dict, check_backbone_state_dict, extract_state_dict,
-                       load_checkpoint_file)
+from ..convert import (
+    backbone_state_dict,
+    check_backbone_state_dict,
+    extract_state_dict,
+    load_checkpoint_file,
+)
 from ..models import ravlt as network
 
 

@@ -17,7 +17,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 try:
-    from numpy._core import multiarray as _np_multiarray   # numpy >= 2
+    from numpy._core import multiarray as _np_multiarray  # numpy >= 2
 except ImportError:  # numpy < 2
     from numpy.core import multiarray as _np_multiarray
 

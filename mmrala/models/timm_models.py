@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from timm.models import register_model
 
-from ..convert import (check_backbone_state_dict, convert_official_state_dict,
-                       extract_state_dict, is_official_layout, load_checkpoint_file)
+from ..convert import (
+    check_backbone_state_dict,
+    convert_official_state_dict,
+    extract_state_dict,
+    is_official_layout,
+    load_checkpoint_file,
+)
 from .ravlt import RAVLTClassifier
 
 IMAGENET_CFG = dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.9,
