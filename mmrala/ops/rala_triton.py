@@ -207,6 +207,26 @@ def _load_state_block(base, pairs, dims, HEAD_DIM: tl.constexpr, TRANSPOSED: tl.
 
 
 @triton.jit
+def _load_scaled_state(state_base, pairs, dims, like_ptr, HEAD_DIM: tl.constexpr,
+                       DOT_MODE: tl.constexpr):
+    """S^T as even and odd column blocks, ready as dot operands, and km.
+
+    S enters the dot divided by a power of two (returned as the scale) so that
+    half-precision operands cannot overflow however large S grows.
+    """
+    half: tl.constexpr = HEAD_DIM // 2
+    state_t_even = _load_state_block(state_base, pairs, dims, HEAD_DIM, True)
+    state_t_odd = _load_state_block(state_base + half * HEAD_DIM, pairs, dims, HEAD_DIM, True)
+    state_scale = tl.maximum(_power_of_two_scale(state_t_even), _power_of_two_scale(state_t_odd))
+    state_t_even = _dot_operand(state_t_even / state_scale, like_ptr, DOT_MODE)
+    state_t_odd = _dot_operand(state_t_odd / state_scale, like_ptr, DOT_MODE)
+    pairs_ok = pairs < half
+    km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
+    km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + half + pairs, mask=pairs_ok, other=0.0)
+    return state_t_even, state_t_odd, state_scale, km_even, km_odd
+
+
+@triton.jit
 def _sum_over_chunks(base, num_chunks, row_len, cols, cols_ok,
                      WIDTH: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
     """sum_c base[c, cols] over the chunk partials of one (image, head), in fixed order."""
@@ -419,14 +439,8 @@ def _rala_fwd_output_kernel(
     dims_ok = dims < HEAD_DIM
 
     # The state is loaded once per program and reused over the chunk's tiles.
-    state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
-    state_t_even = _load_state_block(state_base, pairs, dims, HEAD_DIM, True)
-    state_t_odd = _load_state_block(state_base + HALF * HEAD_DIM, pairs, dims, HEAD_DIM, True)
-    state_scale = tl.maximum(_power_of_two_scale(state_t_even), _power_of_two_scale(state_t_odd))
-    state_t_even = _dot_operand(state_t_even / state_scale, qkv, DOT_MODE)
-    state_t_odd = _dot_operand(state_t_odd / state_scale, qkv, DOT_MODE)
-    km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
+    state_t_even, state_t_odd, state_scale, km_even, km_odd = _load_scaled_state(
+        state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM), pairs, dims, qkv, HEAD_DIM, DOT_MODE)
 
     start = chunk * chunk_tokens
     stop = tl.minimum(start + chunk_tokens, num_tokens)
@@ -479,14 +493,8 @@ def _rala_bwd_state_grad_kernel(
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
 
-    state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
-    state_t_even = _load_state_block(state_base, pairs, dims, HEAD_DIM, True)
-    state_t_odd = _load_state_block(state_base + HALF * HEAD_DIM, pairs, dims, HEAD_DIM, True)
-    state_scale = tl.maximum(_power_of_two_scale(state_t_even), _power_of_two_scale(state_t_odd))
-    state_t_even = _dot_operand(state_t_even / state_scale, qkv, DOT_MODE)
-    state_t_odd = _dot_operand(state_t_odd / state_scale, qkv, DOT_MODE)
-    km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
+    state_t_even, state_t_odd, state_scale, km_even, km_odd = _load_scaled_state(
+        state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM), pairs, dims, qkv, HEAD_DIM, DOT_MODE)
 
     grad_state_even = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
     grad_state_odd = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
