@@ -8,6 +8,8 @@ import os.path as osp
 import torch
 from conftest import CONFIGS, case_options, tool, train_scalars
 
+import mmrala  # noqa: F401  (allow-lists mmengine's checkpoint classes for torch.load)
+
 K, N = 2, 2
 
 
@@ -35,8 +37,9 @@ def test_resume_reproduces_the_uninterrupted_run(request, tmp_path):
     for step in range(K + 1, K + N + 1):
         assert part_losses[step] == full_losses[step], (step, part_losses, full_losses)
 
-    a = torch.load(full / f'iter_{K + N}.pth', map_location='cpu', weights_only=False)
-    b = torch.load(part / f'iter_{K + N}.pth', map_location='cpu', weights_only=False)
+    # weights_only stays on: importing mmrala allow-lists mmengine's checkpoint classes
+    a = torch.load(full / f'iter_{K + N}.pth', map_location='cpu', weights_only=True)
+    b = torch.load(part / f'iter_{K + N}.pth', map_location='cpu', weights_only=True)
     assert a['state_dict'].keys() == b['state_dict'].keys()
     for key, value in a['state_dict'].items():
         assert torch.equal(value, b['state_dict'][key]), key
