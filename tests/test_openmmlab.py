@@ -228,3 +228,26 @@ def test_allow_listed_getattr_answers_only_history_buffer_statistics(tmp_path):
     torch.save({'state_dict': {}, 'x': ReachesPastTheStatistics()}, path)
     with pytest.raises(pickle.UnpicklingError, match='only for the statistics methods'):
         torch.load(path, weights_only=True)
+
+
+def test_convert_official_keeps_neck_and_heads_of_a_detection_file(tmp_path):
+    torch.manual_seed(0)
+    backbone = PlainRAVLT('t')
+    heads = {'neck.lateral_convs.0.conv.weight': torch.randn(256, 64, 1, 1),
+             'roi_head.bbox_head.fc_cls.bias': torch.randn(81)}
+    src, dst = tmp_path / 'maskrcnn_t_1x_12_epoch.pth', tmp_path / 'converted.pth'
+    save_authors_dense_file(backbone, src, extra=heads)
+    result = subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_official.py'),
+                             str(src), str(dst)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    state = torch.load(dst, weights_only=True)['state_dict']
+    for name, value in heads.items():
+        assert torch.equal(state[name], value)
+    for name, value in backbone.state_dict().items():
+        assert torch.equal(state[f'backbone.{name}'], value), name
+    assert not any('layers.' in k or 'extra_norms' in k or 'RoPE' in k for k in state)
+    # converting an already converted file is refused with the reason
+    again = subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_official.py'),
+                            str(dst), str(tmp_path / 'twice.pth')], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 1 and 'already an mmrala checkpoint' in again.stderr
