@@ -58,6 +58,50 @@ def test_sigkill_mid_run_loses_at_most_the_work_since_the_last_checkpoint(reques
     assert final['meta']['iter'] == 6
 
 
+@pytest.mark.parametrize('value', ['nan', 'inf'])
+def test_nonfinite_pixels_under_amp_stop_training_naming_the_image(request, tmp_path, value):
+    """A NaN or Inf pixel reaching the network (here from a custom float transform) makes
+    the loss non-finite; under --amp the gradient scaler would just skip such steps.
+    FiniteLossHook (added by tools/train.py) stops the run at that iteration and names the
+    image."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(CONFIGS, 'ravlt_t_in1k.py'))
+    cfg.merge_from_dict(_options_dict(case_options('in1k', request)))
+    cfg.custom_imports = dict(imports=['mmrala', 'nan_pixels'], allow_failed_imports=False)
+    poisoned = 'n10000007_1'  # the second image of the second class
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    pipeline.insert(len(pipeline) - 1, dict(type='PutNaNPixels', name_contains=poisoned,
+                                            value=value))
+    # the whole tiny train split in one batch (RepeatAugSampler would drop some images)
+    cfg.train_dataloader.batch_size = 8
+    cfg.train_dataloader.sampler = dict(type='DefaultSampler', shuffle=False)
+    cfg.model.train_cfg = None  # no CutMix: it may paste over the NaN corner
+    config = tmp_path / 'poisoned.py'
+    cfg.dump(str(config))
+    env = tool_env(PYTHONPATH=os.pathsep.join([osp.dirname(CONFIGS), osp.dirname(__file__)]))
+    proc = subprocess.run([sys.executable, osp.join(TOOLS, 'train.py'), str(config), '--amp',
+                           '--work-dir', str(tmp_path / 'work')], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert 'FloatingPointError' in proc.stdout, proc.stdout[-3000:]
+    message = proc.stdout[proc.stdout.rindex('FloatingPointError'):]
+    assert 'iteration 1 ' in message
+    assert 'NaN or Inf pixel values' in message
+    assert poisoned in message
+    assert 'n10000000_0' not in message  # only the poisoned image is named
+    assert not osp.isfile(tmp_path / 'work' / 'epoch_1.pth')
+
+
+def _options_dict(options):
+    """--cfg-options strings -> the dict mmengine's DictAction would build."""
+    from mmengine.config import DictAction
+    parsed = {}
+    for option in options:
+        key, value = option.split('=', 1)
+        parsed[key] = DictAction._parse_iterable(value)
+    return parsed
+
+
 def test_image_smaller_than_the_stride_still_gives_every_output():
     # stride-2 convs with padding map any n >= 1 to ceil(n / 2): a 16x16 (or even 8x8)
     # image yields 1x1 maps at the deepest stages instead of failing

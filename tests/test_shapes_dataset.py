@@ -13,7 +13,12 @@ from PIL import Image
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(REPO, 'tools'))
 
-from make_shapes_dataset import CLASSES, make_shapes_dataset  # noqa: E402
+from make_shapes_dataset import (  # noqa: E402
+    CLASS_HUE_CENTRES,
+    CLASS_HUE_HALF_WIDTH,
+    CLASSES,
+    make_shapes_dataset,
+)
 
 
 def _digest(root):
@@ -57,6 +62,34 @@ def test_coco_polygons_match_boxes(shapes):
         x, y, w, h = ann['bbox']
         assert abs(xs.min() - x) <= 1.5 and abs(ys.min() - y) <= 1.5
         assert abs(xs.max() + 1 - (x + w)) <= 1.5 and abs(ys.max() + 1 - (y + h)) <= 1.5
+
+
+def test_shape_colours_come_from_their_class_hue_family(shapes):
+    """Colour narrows a shape to its class's family (and its overlapping neighbours),
+    never to an arbitrary class: measured on the decoded JPEG pixels of each instance."""
+    import colorsys
+
+    from pycocotools.coco import COCO
+    from scipy.ndimage import binary_erosion
+    coco = COCO(str(shapes / 'coco' / 'annotations' / 'instances_train.json'))
+    checked = 0
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        info = coco.loadImgs(ann['image_id'])[0]
+        img = np.asarray(Image.open(shapes / 'coco' / 'train' / info['file_name']), np.float32)
+        mask = coco.annToMask(ann).astype(bool)
+        # the interior only: JPEG blurs the outline into the background
+        inner = binary_erosion(mask, iterations=2)
+        if inner.sum() < 20:
+            continue
+        r, g, b = np.median(img[inner], 0) / 255
+        hue, sat, _ = colorsys.rgb_to_hsv(r, g, b)
+        if sat < 0.3:  # too grey for a stable hue after JPEG
+            continue
+        centre = CLASS_HUE_CENTRES[ann['category_id'] - 1]
+        distance = min(abs(hue - centre), 1 - abs(hue - centre))
+        assert distance <= CLASS_HUE_HALF_WIDTH + 0.04, (ann['id'], hue, centre)
+        checked += 1
+    assert checked >= 8
 
 
 def test_ade_label_maps(shapes):

@@ -3,8 +3,8 @@ visualiser: boxes and masks (mmdet's DetLocalVisualizer), a segmentation map (mm
 SegLocalVisualizer) or the predicted class (mmpretrain's UniversalVisualizer). The task
 comes from the config's default_scope.
 
-    python tools/demo.py data/shapes/coco/val/100000.jpg \
-        configs/demo/maskrcnn_ravlt_t_shapes.py work_dirs/demo_maskrcnn/epoch_3.pth \
+    python tools/demo.py data/shapes/ade/images/validation/shapes_val_000001.jpg \
+        configs/demo/fpn_ravlt_t_shapes.py work_dirs/demo_fpn/iter_700.pth \
         --out result.png
 """
 from __future__ import annotations
@@ -81,9 +81,8 @@ def run_classification(cfg, args, device):
     from mmpretrain.visualization import UniversalVisualizer
     inferencer = ImageClassificationInferencer(model=cfg, pretrained=args.checkpoint,
                                                device=device)
-    sample = inferencer(args.image, return_datasamples=True)['predictions'][0]
-    classes = inferencer.model.dataset_meta.get('classes') if inferencer.model.dataset_meta \
-        else None
+    sample = inferencer(args.image, return_datasamples=True)[0]  # a list of DataSamples
+    classes = getattr(inferencer, 'classes', None)  # read from the checkpoint's meta
     vis = UniversalVisualizer()
     vis.visualize_cls(_read_rgb(args.image), sample, classes=classes, resize=224,
                       show=False, out_file=args.out)

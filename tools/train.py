@@ -29,6 +29,8 @@ from runtime_utils import (  # noqa: E402
     task_scope,
 )
 
+from mmrala.mm import FiniteLossHook  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a RAVLT detector, segmentor or '
@@ -97,6 +99,8 @@ def main(argv=None):
 
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.register_hook(RNGStateHook())
+    if not any(isinstance(h, FiniteLossHook) for h in runner.hooks):
+        runner.register_hook(FiniteLossHook())
     for note in notes:
         runner.logger.info(note)
     runner.train()

@@ -1,27 +1,45 @@
-# NOT TUNED YET (issue 5): the schedule and sizes below are a first attempt; the
-# Mask R-CNN one reached only bbox mAP 0.002 after 225 iterations from random weights.
-# No metric floor is claimed for any demo config until one is measured.
-# Demo: Mask R-CNN with RAVLT-T on the embedded shapes dataset (tools/make_shapes_dataset.py),
-# small enough to train and evaluate on a 2-core CPU in about 10 minutes.
-# Inherits the real COCO config; overrides only the data (root, classes, 160x160 images),
-# batch, schedule and the pretrained file (none: the backbone starts from random weights).
+# Demo: Mask R-CNN with RAVLT-T, from random weights, on the embedded shapes dataset in
+# COCO format (tools/make_shapes_dataset.py); about 9 minutes on 2 CPU cores.
 #
-#   python tools/make_shapes_dataset.py      # data/shapes/, once (seconds)
-#   python tools/train.py configs/demo/maskrcnn_ravlt_t_shapes.py
+#   python tools/run_demo.py maskrcnn        # data, training, held-out mAP, pictures
+#
+# NOT YET A WORKING DEMO (issue 5): it runs end to end, but no RAVLT-T setting tried so
+# far (lr 5e-5 to 4e-4, backbone lr x0.1, layer scale 1e-6, a backbone pretrained by
+# the classification or the segmentation demo) gets the RoI heads past the class prior
+# in 750 iterations: loss_cls stays at ~0.9 and loss_mask at ~0.69, box mAP ~0.005.
+# The same config with mmdet's ResNet-18 (random weights) learns within 150 iterations,
+# so the cause is RAVLT-specific and under investigation. No floor is claimed.
+#
+# Inherits the real COCO config. Overridden: the data (root, 4 classes, the 160x160
+# images resized to 128x128), the batch, an iteration-based schedule, no pretrained file,
+# and the head widths: FPN and RoI heads at 64 channels and a 2-conv mask head instead of
+# 256 channels and 4 convs, which on a CPU cost 3x the backbone's time per iteration.
 _base_ = ['../maskrcnn_ravlt_t_coco.py']
 
-data_root = 'data/shapes/coco/'
+demo_data = 'data/shapes'
+# the metric tools/run_demo.py reports; value=None: no floor is claimed (see above)
+demo_floor = dict(metric='coco/bbox_mAP', value=None)
+
+data_root = demo_data + '/coco/'
 classes = ('circle', 'triangle', 'square', 'star')
 metainfo = dict(classes=classes,
-                palette=[(220, 20, 60), (0, 130, 230), (250, 170, 30), (20, 200, 80)])
-img_scale = (128, 128)  # the generated 160x160 images, resized
+                palette=[(220, 20, 60), (120, 200, 0), (0, 170, 230), (150, 60, 230)])
+img_scale = (128, 128)
+head_channels = 64
 
 model = dict(
-    backbone=dict(init_cfg=None, drop_path_rate=0.0),
-    roi_head=dict(bbox_head=dict(num_classes=len(classes)),
-                  mask_head=dict(num_classes=len(classes))),
-    # few objects per small image: fewer proposals and sampled RoIs (RoIAlign's CPU
-    # backward dominates the iteration time otherwise)
+    # random weights: the BatchNorm statistics must be learnt, not frozen
+    backbone=dict(init_cfg=None, drop_path_rate=0.0, norm_eval=False),
+    neck=dict(out_channels=head_channels),
+    rpn_head=dict(in_channels=head_channels, feat_channels=head_channels),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=head_channels),
+        bbox_head=dict(in_channels=head_channels, fc_out_channels=256,
+                       num_classes=len(classes)),
+        mask_roi_extractor=dict(out_channels=head_channels),
+        mask_head=dict(in_channels=head_channels, conv_out_channels=head_channels,
+                       num_convs=2, num_classes=len(classes))),
+    # a few objects per small image: fewer proposals and sampled RoIs
     train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=300),
                    rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
@@ -54,14 +72,17 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-# Schedule: 3 epochs of 75 iterations (300 images, batch 4) at a constant lr after a
-# 50-iteration warm-up; evaluation on the 60 held-out images at the end.
-max_epochs = 3
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(optimizer=dict(lr=3e-4))
+# 750 iterations of batch 4 (1.5 passes over the 2000 images): 100 iterations of
+# warm-up, then cosine decay; evaluation on the 100 held-out images at the end.
+max_iters = 750
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=max_iters)
+optim_wrapper = dict(optimizer=dict(lr=2e-4), clip_grad=dict(max_norm=5.0))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=False, begin=100, end=max_iters),
 ]
 default_hooks = dict(logger=dict(interval=25),
-                     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+                     checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
