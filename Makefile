@@ -7,10 +7,10 @@ PYTHON ?= .venv/bin/python
 setup:
 	bash tools/setup_env.sh
 
-# The quick start: set-up, then Semantic FPN with RAVLT-T trained from scratch on the
-# generated shapes dataset, its held-out mIoU against the demo's floor, and pictures.
+# The quick start: set-up, then Mask R-CNN with RAVLT-T trained from scratch on the
+# generated shapes dataset, its held-out box mAP against the demo's floor, and pictures.
 demo: setup
-	$(PYTHON) tools/run_demo.py fpn
+	$(PYTHON) tools/run_demo.py maskrcnn
 
 test:
 	$(PYTHON) -m pytest

@@ -1,8 +1,7 @@
 """The quick-start demos (tools/run_demo.py), run in full as a user runs them: generate
 the shapes dataset, train RAVLT-T from random weights, evaluate on the held-out images,
 draw pictures. Each must reach the floor its config promises (``demo_floor``); these are
-the slowest tests of the suite (minutes each on 2 CPU cores). The Mask R-CNN demo claims
-no floor yet (see configs/demo/maskrcnn_ravlt_t_shapes.py), so it is not run here."""
+the slowest tests of the suite (minutes each on 2 CPU cores)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +12,7 @@ import sys
 import pytest
 from conftest import CONFIGS, TOOLS, tool_env
 
-DEMOS = ('fpn', 'cls')
+DEMOS = ('maskrcnn', 'fpn', 'cls')
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +24,8 @@ def demo_dir(tmp_path_factory):
 @pytest.mark.parametrize('demo', DEMOS)
 def test_demo_reaches_its_floor_and_draws_pictures(demo, demo_dir):
     from mmengine.config import Config
-    config = {'fpn': 'fpn_ravlt_t_shapes.py', 'cls': 'ravlt_t_shapes_cls.py'}[demo]
+    config = {'maskrcnn': 'maskrcnn_ravlt_t_shapes.py', 'fpn': 'fpn_ravlt_t_shapes.py',
+              'cls': 'ravlt_t_shapes_cls.py'}[demo]
     floor = Config.fromfile(osp.join(CONFIGS, 'demo', config)).demo_floor
 
     proc = subprocess.run([sys.executable, osp.join(TOOLS, 'run_demo.py'), demo],

@@ -1,24 +1,19 @@
 # Demo: Mask R-CNN with RAVLT-T, from random weights, on the embedded shapes dataset in
-# COCO format (tools/make_shapes_dataset.py); about 9 minutes on 2 CPU cores.
+# COCO format (tools/make_shapes_dataset.py); trains and evaluates in about 10 minutes
+# on 2 CPU cores. The README's first command.
 #
-#   python tools/run_demo.py maskrcnn        # data, training, held-out mAP, pictures
-#
-# NOT YET A WORKING DEMO (issue 5): it runs end to end, but no RAVLT-T setting tried so
-# far (lr 5e-5 to 4e-4, backbone lr x0.1, layer scale 1e-6, a backbone pretrained by
-# the classification or the segmentation demo) gets the RoI heads past the class prior
-# in 750 iterations: loss_cls stays at ~0.9 and loss_mask at ~0.69, box mAP ~0.005.
-# The same config with mmdet's ResNet-18 (random weights) learns within 150 iterations,
-# so the cause is RAVLT-specific and under investigation. No floor is claimed.
+#   python tools/run_demo.py                 # data, training, held-out mAP, pictures
 #
 # Inherits the real COCO config. Overridden: the data (root, 4 classes, the 160x160
-# images resized to 128x128), the batch, an iteration-based schedule, no pretrained file,
-# and the head widths: FPN and RoI heads at 64 channels and a 2-conv mask head instead of
-# 256 channels and 4 convs, which on a CPU cost 3x the backbone's time per iteration.
+# images resized to 128x128), the batch, an iteration-based schedule, no pretrained
+# file, out_norm (see below) and the head widths: FPN and RoI heads at 64 channels and a
+# 2-conv mask head instead of 256 channels and 4 convs, which on a CPU cost 3x the
+# backbone's time per iteration.
 _base_ = ['../maskrcnn_ravlt_t_coco.py']
 
 demo_data = 'data/shapes'
-# the metric tools/run_demo.py reports; value=None: no floor is claimed (see above)
-demo_floor = dict(metric='coco/bbox_mAP', value=None)
+# tools/run_demo.py fails below this held-out box mAP; measured in the README
+demo_floor = dict(metric='coco/bbox_mAP', value=0.4)
 
 data_root = demo_data + '/coco/'
 classes = ('circle', 'triangle', 'square', 'star')
@@ -28,8 +23,12 @@ img_scale = (128, 128)
 head_channels = 64
 
 model = dict(
-    # random weights: the BatchNorm statistics must be learnt, not frozen
-    backbone=dict(init_cfg=None, drop_path_rate=0.0, norm_eval=False),
+    # random weights: the BatchNorm statistics must be learnt, not frozen. out_norm=False:
+    # from random weights the per-output LayerNorms keep the RoI heads at the class
+    # prior (loss_cls ~0.9 after 750 iterations); without them they learn as with a
+    # ResNet-18 (loss_cls 0.47, loss_mask 0.42 after 150 iterations). The released
+    # configs keep them: the authors' ImageNet weights are trained to feed them.
+    backbone=dict(init_cfg=None, drop_path_rate=0.0, norm_eval=False, out_norm=False),
     neck=dict(out_channels=head_channels),
     rpn_head=dict(in_channels=head_channels, feat_channels=head_channels),
     roi_head=dict(
