@@ -12,7 +12,8 @@ import sys
 import pytest
 from conftest import CONFIGS, TOOLS, tool_env
 
-DEMOS = ('maskrcnn', 'fpn', 'cls')
+sys.path.insert(0, TOOLS)
+from run_demo import DEMOS  # noqa: E402  (demo name -> config file in configs/demo/)
 
 
 @pytest.fixture(scope='module')
@@ -21,12 +22,10 @@ def demo_dir(tmp_path_factory):
     return tmp_path_factory.mktemp('demo')
 
 
-@pytest.mark.parametrize('demo', DEMOS)
+@pytest.mark.parametrize('demo', list(DEMOS))
 def test_demo_reaches_its_floor_and_draws_pictures(demo, demo_dir):
     from mmengine.config import Config
-    config = {'maskrcnn': 'maskrcnn_ravlt_t_shapes.py', 'fpn': 'fpn_ravlt_t_shapes.py',
-              'cls': 'ravlt_t_shapes_cls.py'}[demo]
-    floor = Config.fromfile(osp.join(CONFIGS, 'demo', config)).demo_floor
+    floor = Config.fromfile(osp.join(CONFIGS, 'demo', DEMOS[demo])).demo_floor
 
     proc = subprocess.run([sys.executable, osp.join(TOOLS, 'run_demo.py'), demo],
                           cwd=demo_dir, env=tool_env(), text=True, stdout=subprocess.PIPE,
