@@ -1,13 +1,10 @@
-# Cascade Mask R-CNN 3x (36 epochs, multi-scale) with RAVLT-B on COCO.
-# Paper: box AP 55.3, mask AP 47.7 (COCO val2017); 105M parameters, 851G FLOPs at
-#   1280x800 (convolutions only, as counted by mmcv).
-_base_ = ['./_base_/cascade_maskrcnn_ravlt_coco_3x.py', './_base_/variants/ravlt_b.py']
+# Cascade Mask R-CNN 3x with RAVLT-B on COCO: cascade_maskrcnn_ravlt_s_coco_3x.py with the
+# B variant.
+_base_ = './cascade_maskrcnn_ravlt_s_coco_3x.py'
 
 model = dict(
     backbone=dict(
-        arch={{_base_.ravlt.arch}},
-        drop_path_rate={{_base_.ravlt.drop_path_rate}},
-        init_cfg=dict(checkpoint={{_base_.ravlt.checkpoint}})),
-    neck=dict(in_channels={{_base_.ravlt.channels}}))
+        arch='b', drop_path_rate=0.4, init_cfg=dict(checkpoint='checkpoints/RAVLT_B.pth')),
+    neck=dict(in_channels=[96, 192, 384, 512]))
 
 paper_results = dict(box_AP=55.3, mask_AP=47.7, params_M=105, flops_G=851)

@@ -1,13 +1,10 @@
-# Cascade Mask R-CNN 3x (36 epochs, multi-scale) with RAVLT-L on COCO.
-# Paper: box AP 55.6, mask AP 48.0 (COCO val2017); 152M parameters, 979G FLOPs at
-#   1280x800 (convolutions only, as counted by mmcv).
-_base_ = ['./_base_/cascade_maskrcnn_ravlt_coco_3x.py', './_base_/variants/ravlt_l.py']
+# Cascade Mask R-CNN 3x with RAVLT-L on COCO: cascade_maskrcnn_ravlt_s_coco_3x.py with the
+# L variant.
+_base_ = './cascade_maskrcnn_ravlt_s_coco_3x.py'
 
 model = dict(
     backbone=dict(
-        arch={{_base_.ravlt.arch}},
-        drop_path_rate={{_base_.ravlt.drop_path_rate}},
-        init_cfg=dict(checkpoint={{_base_.ravlt.checkpoint}})),
-    neck=dict(in_channels={{_base_.ravlt.channels}}))
+        arch='l', drop_path_rate=0.55, init_cfg=dict(checkpoint='checkpoints/RAVLT_L.pth')),
+    neck=dict(in_channels=[96, 192, 448, 640]))
 
 paper_results = dict(box_AP=55.6, mask_AP=48.0, params_M=152, flops_G=979)

@@ -1,13 +1,9 @@
-# Semantic FPN (80k iterations, 512x512 crops) with RAVLT-B on ADE20K.
-# Paper: mIoU 51.9 (ADE20K val, single scale); 51M parameters, 292G FLOPs at 2048x512
-#   (convolutions only, as counted by mmcv).
-_base_ = ['./_base_/fpn_ravlt_ade20k.py', './_base_/variants/ravlt_b.py']
+# Semantic FPN 80k with RAVLT-B on ADE20K: fpn_ravlt_t_ade20k.py with the B variant.
+_base_ = './fpn_ravlt_t_ade20k.py'
 
 model = dict(
     backbone=dict(
-        arch={{_base_.ravlt.arch}},
-        drop_path_rate={{_base_.ravlt.drop_path_rate}},
-        init_cfg=dict(checkpoint={{_base_.ravlt.checkpoint}})),
-    neck=dict(in_channels={{_base_.ravlt.channels}}))
+        arch='b', drop_path_rate=0.4, init_cfg=dict(checkpoint='checkpoints/RAVLT_B.pth')),
+    neck=dict(in_channels=[96, 192, 384, 512]))
 
 paper_results = dict(mIoU=51.9, params_M=51, flops_G=292)

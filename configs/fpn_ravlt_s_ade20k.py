@@ -1,13 +1,9 @@
-# Semantic FPN (80k iterations, 512x512 crops) with RAVLT-S on ADE20K.
-# Paper: mIoU 49.5 (ADE20K val, single scale); 28M parameters, 180G FLOPs at 2048x512
-#   (convolutions only, as counted by mmcv).
-_base_ = ['./_base_/fpn_ravlt_ade20k.py', './_base_/variants/ravlt_s.py']
+# Semantic FPN 80k with RAVLT-S on ADE20K: fpn_ravlt_t_ade20k.py with the S variant.
+_base_ = './fpn_ravlt_t_ade20k.py'
 
 model = dict(
     backbone=dict(
-        arch={{_base_.ravlt.arch}},
-        drop_path_rate={{_base_.ravlt.drop_path_rate}},
-        init_cfg=dict(checkpoint={{_base_.ravlt.checkpoint}})),
-    neck=dict(in_channels={{_base_.ravlt.channels}}))
+        arch='s', drop_path_rate=0.15, init_cfg=dict(checkpoint='checkpoints/RAVLT_S.pth')),
+    neck=dict(in_channels=[64, 128, 320, 512]))
 
 paper_results = dict(mIoU=49.5, params_M=28, flops_G=180)

@@ -1,13 +1,9 @@
-# Mask R-CNN 1x (12 epochs, single scale) with RAVLT-B on COCO.
-# Paper: box AP 51.2, mask AP 45.7 (COCO val2017); 67M parameters, 372G FLOPs at
-#   1280x800 (convolutions only, as counted by mmcv).
-_base_ = ['./_base_/maskrcnn_ravlt_coco_1x.py', './_base_/variants/ravlt_b.py']
+# Mask R-CNN 1x with RAVLT-B on COCO: maskrcnn_ravlt_t_coco.py with the B variant.
+_base_ = './maskrcnn_ravlt_t_coco.py'
 
 model = dict(
     backbone=dict(
-        arch={{_base_.ravlt.arch}},
-        drop_path_rate={{_base_.ravlt.drop_path_rate}},
-        init_cfg=dict(checkpoint={{_base_.ravlt.checkpoint}})),
-    neck=dict(in_channels={{_base_.ravlt.channels}}))
+        arch='b', drop_path_rate=0.4, init_cfg=dict(checkpoint='checkpoints/RAVLT_B.pth')),
+    neck=dict(in_channels=[96, 192, 384, 512]))
 
 paper_results = dict(box_AP=51.2, mask_AP=45.7, params_M=67, flops_G=372)

@@ -1,11 +1,6 @@
-# RAVLT-B on ImageNet-1k: 300 epochs at 224x224, batch 1024.
-# Paper: top-1 85.5%; 48M parameters, 9.9G FLOPs at 224x224.
-_base_ = ['./_base_/ravlt_in1k.py', './_base_/variants/ravlt_b.py']
+# RAVLT-B on ImageNet-1k: ravlt_t_in1k.py with the B variant (same last-stage channels).
+_base_ = './ravlt_t_in1k.py'
 
-model = dict(
-    backbone=dict(
-        arch={{_base_.ravlt.arch}},
-        drop_path_rate={{_base_.ravlt.drop_path_rate}}),
-    neck=dict(in_channels={{_base_.ravlt.stage4_channels}}))
+model = dict(backbone=dict(arch='b', drop_path_rate=0.4))
 
 paper_results = dict(top1=85.5, params_M=48, flops_G=9.9)

@@ -1,13 +1,9 @@
-# RetinaNet 1x (12 epochs, single scale) with RAVLT-S on COCO.
-# Paper: box AP 48.3 (COCO val2017); 34M parameters, 244G FLOPs at 1280x800
-#   (convolutions only, as counted by mmcv).
-_base_ = ['./_base_/retinanet_ravlt_coco_1x.py', './_base_/variants/ravlt_s.py']
+# RetinaNet 1x with RAVLT-S on COCO: retinanet_ravlt_t_coco.py with the S variant.
+_base_ = './retinanet_ravlt_t_coco.py'
 
 model = dict(
     backbone=dict(
-        arch={{_base_.ravlt.arch}},
-        drop_path_rate={{_base_.ravlt.drop_path_rate}},
-        init_cfg=dict(checkpoint={{_base_.ravlt.checkpoint}})),
-    neck=dict(in_channels={{_base_.ravlt.channels}}))
+        arch='s', drop_path_rate=0.15, init_cfg=dict(checkpoint='checkpoints/RAVLT_S.pth')),
+    neck=dict(in_channels=[64, 128, 320, 512]))
 
 paper_results = dict(box_AP=48.3, params_M=34, flops_G=244)

@@ -1,13 +1,10 @@
-# UperNet (160k iterations, 512x512 crops) with RAVLT-B on ADE20K.
-# Paper: mIoU 52.5 (ADE20K val, single scale); 77M parameters.
-_base_ = ['./_base_/upernet_ravlt_ade20k.py', './_base_/variants/ravlt_b.py']
+# UperNet 160k with RAVLT-B on ADE20K: upernet_ravlt_s_ade20k.py with the B variant.
+_base_ = './upernet_ravlt_s_ade20k.py'
 
 model = dict(
     backbone=dict(
-        arch={{_base_.ravlt.arch}},
-        drop_path_rate={{_base_.ravlt.drop_path_rate}},
-        init_cfg=dict(checkpoint={{_base_.ravlt.checkpoint}})),
-    decode_head=dict(in_channels={{_base_.ravlt.channels}}),
-    auxiliary_head=dict(in_channels={{_base_.ravlt.stage3_channels}}))
+        arch='b', drop_path_rate=0.4, init_cfg=dict(checkpoint='checkpoints/RAVLT_B.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 512]),
+    auxiliary_head=dict(in_channels=384))
 
 paper_results = dict(mIoU=52.5, params_M=77)

@@ -1,6 +1,6 @@
-"""Builds state dicts in the authors' key layout (spec RAVLT.md section 6) from an mmrala
-model, independently of ``mmrala.convert``, so that the converter is tested against the
-spec rather than against itself."""
+"""Builds state dicts in the authors' key layout (docs/architecture.md#6-checkpoint-layouts) from an mmrala
+model, independently of ``mmrala.checkpoint``, so that the converter is tested against the
+documented layout rather than against itself."""
 import argparse
 import re
 

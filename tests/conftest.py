@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from mmrala.synthetic_data import make_tiny_ade20k, make_tiny_coco, make_tiny_imagenet
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools')
 CONFIGS = osp.join(REPO, 'configs')
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-
-import data_factory  # noqa: E402
 
 
 def tool_env(**extra):
@@ -45,6 +44,24 @@ def run_cmd(cmd, timeout=600, env=None, cwd=REPO):
 
 def tool(name, *args, timeout=600, env=None):
     return run_cmd([sys.executable, osp.join(TOOLS, name), *map(str, args)], timeout, env)
+
+
+def stock_tool(package, name):
+    """A task library's own tool as pip installs it (``<package>/.mim/tools/NAME``)."""
+    import importlib
+    path = osp.join(osp.dirname(importlib.import_module(package).__file__), '.mim', 'tools',
+                    name)
+    assert osp.isfile(path), f'{package} ships no {name} at {path}'
+    return path
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f'timed out after {timeout}s waiting for {what}')
 
 
 def free_port():
@@ -78,13 +95,30 @@ def train_scalars(work_dir):
 
 @pytest.fixture(scope='session')
 def coco_root(tmp_path_factory):
-    return str(data_factory.make_coco(tmp_path_factory.mktemp('coco'))) + '/'
+    from mmdet.datasets import CocoDataset
+    root = tmp_path_factory.mktemp('coco')
+    return str(make_tiny_coco(root, CocoDataset.METAINFO['classes'])) + '/'
 
 
 @pytest.fixture(scope='session')
 def ade_root(tmp_path_factory):
-    return str(data_factory.make_ade20k(tmp_path_factory.mktemp('ade') /
-                                        'ADEChallengeData2016')) + '/'
+    return str(make_tiny_ade20k(tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016')) + '/'
+
+
+@pytest.fixture(scope='session')
+def classifier_t():
+    """A RAVLT-T classifier in eval mode with random weights and non-trivial BatchNorm
+    statistics, so that a checkpoint round trip must carry them. Do not modify it."""
+    import torch
+
+    from mmrala.models import RAVLTClassifier
+    torch.manual_seed(0)
+    model = RAVLTClassifier('t').eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model
 
 
 @pytest.fixture(scope='session')
@@ -102,7 +136,7 @@ def authors_imagenet_t(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def imagenet_root(tmp_path_factory):
-    return str(data_factory.make_imagenet(tmp_path_factory.mktemp('imagenet'))) + '/'
+    return str(make_tiny_imagenet(tmp_path_factory.mktemp('imagenet'))) + '/'
 
 
 def _loaders(key, value):
@@ -160,18 +194,27 @@ class Case:
     # fixture name of the authors' ImageNet file the backbone starts from (the config's
     # init_cfg, pointed at it); None: random initialisation
     pretrained: str | None = None
+    # the task library whose own tools/train.py and tools/test.py run this case; None:
+    # mmrala's tools
+    stock_tools: str | None = None
+
+    def tool_path(self, name):
+        return stock_tool(self.stock_tools, name) if self.stock_tools else osp.join(TOOLS, name)
 
 
+# One case of each task library runs through that library's own tools.
 CASES = {
     'maskrcnn': Case('maskrcnn_ravlt_t_coco.py', 'coco_root', coco_options,
-                     ('coco/bbox_mAP', 'coco/segm_mAP'), pretrained='authors_imagenet_t'),
+                     ('coco/bbox_mAP', 'coco/segm_mAP'), pretrained='authors_imagenet_t',
+                     stock_tools='mmdet'),
     'retinanet': Case('retinanet_ravlt_t_coco.py', 'coco_root', coco_options,
                       ('coco/bbox_mAP', )),
     'fpn': Case('fpn_ravlt_t_ade20k.py', 'ade_root', ade_options, ('mIoU', 'aAcc')),
     # UperNet exists for S, B and L only; S at 64x64 crops is small enough.
-    'upernet': Case('upernet_ravlt_s_ade20k.py', 'ade_root', ade_options, ('mIoU', 'aAcc')),
+    'upernet': Case('upernet_ravlt_s_ade20k.py', 'ade_root', ade_options, ('mIoU', 'aAcc'),
+                    stock_tools='mmseg'),
     'in1k': Case('ravlt_t_in1k.py', 'imagenet_root', imagenet_options,
-                 ('accuracy/top1', 'accuracy/top5')),
+                 ('accuracy/top1', 'accuracy/top5'), stock_tools='mmpretrain'),
 }
 
 
@@ -208,8 +251,9 @@ class TrainedRuns:
             work_dir = str(self.tmp.mktemp(f'train_{name}'))
             config = osp.join(CONFIGS, CASES[name].config)
             start = time.time()
-            out = tool('train.py', config, '--work-dir', work_dir,
-                       '--cfg-options', *case_options(name, request))
+            out = run_cmd([sys.executable, CASES[name].tool_path('train.py'), config,
+                           '--work-dir', work_dir, '--cfg-options',
+                           *case_options(name, request)])
             self.runs[name] = dict(work_dir=work_dir, checkpoint=last_checkpoint(work_dir),
                                    config=config, output=out, seconds=time.time() - start)
         return self.runs[name]

@@ -9,6 +9,8 @@ import textwrap
 import pytest
 from conftest import ade_options, coco_options, run_cmd, tool_env
 
+pytestmark = pytest.mark.slow
+
 USER_CONFIGS = {
     'mmdet_mask_rcnn': """
         _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'

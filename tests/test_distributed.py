@@ -7,6 +7,7 @@ import os.path as osp
 import pickle
 
 import numpy as np
+import pytest
 from conftest import (
     REPO,
     case_options,
@@ -19,6 +20,8 @@ from conftest import (
     tool_env,
     train_scalars,
 )
+
+pytestmark = pytest.mark.slow
 
 # One thread per process in both runs, so that both compute the very same numbers.
 ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')

@@ -2,9 +2,9 @@
 on inputs that make its token softmax very peaked."""
 import pytest
 import torch
-from authors_reference import authors_rala
 
 from mmrala.models import RAVLT
+from mmrala.ops import rala_attention_authors as authors_rala
 from mmrala.ops import rala_attention_reference
 
 

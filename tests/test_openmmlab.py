@@ -14,7 +14,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner, load_checkpoint
 
-from mmrala.convert import CheckpointError
+from mmrala.checkpoint import CheckpointError
 from mmrala.models import RAVLT as PlainRAVLT
 from mmrala.models import RAVLTClassifier
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from authors_reference import authors_rala
 
 from mmrala.ops import rala_attention, rala_attention_reference, rope_angle
+from mmrala.ops import rala_attention_authors as authors_rala
 
 
 def make_qkv(batch, heads, head_dim, height, width, dtype=torch.float64, seed=0):

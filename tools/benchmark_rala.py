@@ -1,422 +1,710 @@
 #!/usr/bin/env python
-"""Benchmark the RALA core on a CUDA GPU: fused Triton kernel against PyTorch.
+"""Benchmark the RALA attention: the fused Triton kernels against PyTorch.
 
-Default mode, per workload (B, heads, d, H, W) and variant, times the forward pass,
-the backward pass (a forward + backward step minus the forward) and measures peak and
-kept memory. Variants:
+Default mode, per workload (batch, heads, head dim, H, W):
 
-    fused           mmrala.ops.rala_attention(impl='triton')
-    reference       mmrala.ops.rala_attention_reference, eager
-    compiled        torch.compile(rala_attention_reference, dynamic=True)
-    authors         the authors' formulation, eager: k * alpha * L, their (L, d) RoPE
-                    tensors and their z (written out below)
+1. Correctness, before any timing: the fused core and the fused layer against the float64
+   reference, output and every gradient. The run stops here if either is off.
+2. The core, forward and backward each timed on its own. The backward is
+   ``torch.autograd.grad`` of the op's output with respect to its own leaf input, with
+   the graph kept: no forward and no slice glue in it. Variants:
 
-Each time is also given as a multiple of the memory-bound limit: the bytes a fused
-kernel must move (forward: read Q0 twice, K0, V, write O; backward: read Q0 and G
-twice, K0 and V, write dQ0, dK0, dV) divided by the copy bandwidth measured in the
-same run. Half-precision runs are under torch.autocast, as in the model.
+       fused             mmrala.ops.rala_attention(impl='triton')
+       reference         mmrala.ops.rala_attention_reference (the convex form), eager
+       authors           mmrala.ops.rala_attention_authors (k * alpha * L), eager
+       authors-compiled  the same under torch.compile
+       fla               flash-linear-attention's chunked (causal) linear attention on the
+                         same q, k, v, token-major copies made outside the timed region
 
-``--backbone`` instead times a RAVLT-S training step (forward + backward) at 1344 x 800,
-batch 2, under autocast, with rala_impl='triton' and 'torch'.
+   "x bound" is the time over the memory-bound time: the bytes the fused passes must
+   move (the byte model of mmrala.ops.kernel_report, docs/rala_kernel.md) divided by
+   the copy bandwidth measured in the same run.
+3. The fused passes one by one (F1, F2, combine, F3, B1, combine, B2, B3): every kernel
+   launch of a forward and a backward, recorded and then replayed alone, with its bytes
+   and its own "x bound".
+4. The layer (``rala_gated_attention``: core + lepe, times the gate), reference autograd
+   composition against the fused node: the bytes autograd keeps for the backward
+   (saved_tensors_hooks) and the full-size (B, 4C, H, W) tensors the backward creates.
 
-    python tools/benchmark_rala.py --csv rala.csv --plot rala.png
-    python tools/benchmark_rala.py --backbone
+``--scaling`` times a RAVLT-S (or ``--arch``) backbone forward + backward at growing
+input sizes, with the released attention types and with RALA in every stage, each on
+the fused and on the reference op, and writes the cost against pixels as CSV and PNG.
+
+With no CUDA GPU everything runs on the CPU at small sizes: the PyTorch ops as they
+are, the fused path in Triton's interpreter (TRITON_INTERPRET=1 is set unless already
+given). Those figures check the tool and the shape of the curves, not the kernels' speed.
+
+    python tools/benchmark_rala.py --quick
+    python tools/benchmark_rala.py --scaling --csv scaling.csv --plot scaling.png
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
+import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
 
-# (batch, heads, head dim, H, W). RAVLT-S stages 1 and 2 for Mask R-CNN at 1344 x 800,
-# the same sizes with the d = 96 of RAVLT-B / L, and ImageNet-style 224 px training.
-WORKLOADS = [
-    (2, 1, 64, 200, 336),
-    (2, 2, 64, 100, 168),
-    (2, 1, 96, 200, 336),
-    (2, 2, 96, 100, 168),
-    (128, 1, 64, 56, 56),
-]
-QUICK_WORKLOADS = [WORKLOADS[0], WORKLOADS[1], WORKLOADS[4]]
-VARIANTS = ('fused', 'reference', 'compiled', 'authors')
+# Relative RMS error against float64 that the fused op must meet (as in the tests).
+TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float16: 2e-3}
 
+# (batch, heads, head dim, H, W). GPU: RAVLT-S stages 1 and 2 for Mask R-CNN at
+# 1344 x 800, the same with the d = 96 of RAVLT-B / L, and ImageNet-style 224 px
+# training. CPU: ragged sizes the interpreter gets through in seconds (--quick: the
+# first, a single partial tile of tokens).
+GPU_WORKLOADS = [(2, 1, 64, 200, 336), (2, 2, 64, 100, 168), (2, 1, 96, 200, 336),
+                 (2, 2, 96, 100, 168), (128, 1, 64, 56, 56)]
+CPU_WORKLOADS = [(1, 1, 32, 7, 9), (2, 1, 64, 13, 21)]
+VARIANTS = ('fused', 'reference', 'authors', 'authors-compiled', 'fla')
 
-def _import_mmrala():
-    try:
-        import mmrala  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BACKBONE_ATTN_TYPES = {'released': ('rala', 'rala', 'softmax', 'softmax'),
+                       'all-rala': ('rala',) * 4}
+GPU_SIZES = (512, 768, 1024, 1536, 2048)
+CPU_SIZES = (64, 96, 128)
+IMPL_NAMES = {'triton': 'fused', 'torch': 'reference'}
 
 
 def progress(message: str):
-    print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
+    print(f'[{time.strftime("%H:%M:%S")}] {message}', file=sys.stderr, flush=True)
+
+
+def print_table(title: str, header, rows):
+    """A plain-text table: the title, the header, a rule, one line per row."""
+    cells = [[str(h) for h in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    print(f'\n{title}')
+    print('  '.join(h.rjust(w) for h, w in zip(cells[0], widths)))
+    print('  '.join('-' * w for w in widths))
+    for row in cells[1:]:
+        print('  '.join(c.rjust(w) for c, w in zip(row, widths)))
+
+
+def fmt(value, spec='.3f'):
+    """A table cell: '-' for a figure that was not measured."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '-'
+    return format(value, spec)
 
 
 # ---------------------------------------------------------------------------------------
-# The authors' formulation (RAVLT.md section 1), for comparison only.
+# Measuring tools, shared with tests/test_rala_layer.py
 # ---------------------------------------------------------------------------------------
 
-def authors_rope_tensors(height, width, head_dim, device):
-    """Their per-stage (L, d) sin and cos, built once per stage and shared by its blocks
-    (so outside the timed region here)."""
-    from mmrala.ops import rope_angle
+def saved_tensor_bytes(fn):
+    """(bytes, fn()): the distinct storages autograd keeps for the backward of ``fn()``.
 
-    angle = rope_angle(head_dim, device)                                   # (d/2,) fp32
-    rows = torch.arange(height, device=device)[:, None, None] * angle
-    cols = torch.arange(width, device=device)[None, :, None] * angle
-    phase = torch.cat([rows.expand(height, width, -1), cols.expand(height, width, -1)], -1)
-    phase = phase.reshape(height * width, head_dim)
-    return phase.sin(), phase.cos()
+    Each storage counts once and whole, however many views of it are saved: a saved
+    channel slice keeps the whole conv output alive.
+    """
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn()
+    return sum(storages.values()), out
 
 
-def authors_rala(qkv, num_heads, sin, cos):
-    batch, channels3, height, width = qkv.shape
-    channels = channels3 // 3
-    head_dim = channels // num_heads
-    tokens = height * width
-    q, k, v = qkv.reshape(batch, 3, num_heads, head_dim, tokens).transpose(-1, -2).unbind(1)
-    q = F.elu(q) + 1.0
-    k = F.elu(k) + 1.0
-    q_mean = q.mean(dim=-2, keepdim=True)
-    eff = head_dim ** -0.5 * q_mean @ k.transpose(-1, -2)
-    eff = torch.softmax(eff, dim=-1).transpose(-1, -2)
-    k = k * eff * tokens
+# Ops that fill a tensor with zeros; autograd's slice backward is one of them.
+ZERO_FILLING_OPS = ('aten.slice_backward', 'aten.zeros', 'aten.zeros_like', 'aten.new_zeros',
+                    'aten.zero_', 'aten.fill_')
 
-    def theta_shift(x):
-        rotated = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
-        return x * cos + rotated * sin
 
-    q_rope, k_rope = theta_shift(q), theta_shift(k)
-    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
-    kv = (k_rope.transpose(-2, -1) * tokens ** -0.5) @ (v * tokens ** -0.5)
-    out = q_rope @ kv * z
-    return out.transpose(-1, -2).reshape(batch, channels, height, width)
+class AllocationRecorder(TorchDispatchMode):
+    """Records, while active, the tensors that ops create in new memory (not views, not
+    in-place results) as (op, shape, storage bytes, storage address), and separately
+    every zero-filling op with the bytes it fills.
+
+    Triton's interpreter copies kernel arguments to host buffers outside the dispatcher;
+    those are not seen, as they have no counterpart on a GPU.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.created, self.zero_filled = [], []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # Looked up after the call, so that in-place results count as their input.
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        name = str(func)
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            if name.startswith(ZERO_FILLING_OPS):
+                self.zero_filled.append((name, tuple(tensor.shape), storage.nbytes()))
+            if storage.data_ptr() not in inputs:
+                self.created.append((name, tuple(tensor.shape), storage.nbytes(),
+                                     storage.data_ptr()))
+        return out
+
+    def at_least(self, nbytes: int):
+        return [record for record in self.created if record[2] >= nbytes]
+
+    def zero_filled_at_least(self, nbytes: int):
+        return [record for record in self.zero_filled if record[2] >= nbytes]
 
 
 # ---------------------------------------------------------------------------------------
-# Measurement
+# Devices and timers
 # ---------------------------------------------------------------------------------------
 
 @dataclass
-class Row:
-    batch: int
-    heads: int
-    head_dim: int
-    height: int
-    width: int
-    dtype: str
+class Bench:
+    device: torch.device
+    quick: bool
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == 'cuda'
+
+    def time_ms(self, fn) -> float:
+        """Median milliseconds of ``fn()``: triton's do_bench on a GPU, wall clock on CPU."""
+        if self.on_gpu:
+            import triton.testing
+            warmup, rep = (5, 20) if self.quick else (25, 100)
+            return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode='median')
+        fn()
+        times = []
+        for _ in range(1 if self.quick else 5):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+
+    def copy_bandwidth(self) -> float:
+        """Bytes per second of a device copy (read + write): 1 GiB on a GPU, 64 MiB on CPU."""
+        src = torch.empty((2 ** 28 if self.on_gpu else 2 ** 24), device=self.device)
+        dst = torch.empty_like(src)
+        seconds = self.time_ms(lambda: dst.copy_(src)) * 1e-3
+        return 2 * src.numel() * src.element_size() / seconds
+
+    def peak_bytes(self, fn) -> int:
+        """Peak bytes allocated by ``fn()`` above what was allocated before it."""
+        if self.on_gpu:
+            torch.cuda.synchronize()
+            baseline = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - baseline
+        # The CPU allocator keeps no statistics: replay the profiler's allocation and
+        # free events (each '[memory]' event is one, signed) in time order.
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                        if e.name() == '[memory]')
+        live = peak = 0
+        for _, delta in events:
+            live += delta
+            peak = max(peak, live)
+        return peak
+
+    def autocast(self, dtype):
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def rel_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    actual, expected = actual.double(), expected.double()
+    return ((actual - expected).pow(2).mean().sqrt() / expected.pow(2).mean().sqrt()).item()
+
+
+def describe(workload) -> str:
+    batch, heads, head_dim, height, width = workload
+    return f'B={batch} n={heads} d={head_dim} {height}x{width}'
+
+
+def layer_inputs(workload, dtype, device, seed=0):
+    """qkvo (B, 4C, H, W), lepe weight and bias, and an output gradient (B, C, H, W)."""
+    batch, heads, head_dim, height, width = workload
+    channels = heads * head_dim
+    gen = torch.Generator().manual_seed(seed)
+    qkvo = torch.randn(batch, 4 * channels, height, width, generator=gen)
+    weight = 0.2 * torch.randn(channels, 1, 5, 5, generator=gen)
+    bias = torch.randn(channels, generator=gen)
+    grad = torch.randn(batch, channels, height, width, generator=gen)
+    return (qkvo.to(device, dtype), weight.to(device), bias.to(device), grad.to(device, dtype))
+
+
+def gradients(fn, leaves, grad):
+    leaves = [leaf.detach().requires_grad_() for leaf in leaves]
+    out = fn(*leaves)
+    return out.detach(), torch.autograd.grad(out, leaves, grad.to(out.dtype))
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Correctness
+# ---------------------------------------------------------------------------------------
+
+def fused_and_reference_ops(workload, dtype, device):
+    """{op: (fused fn, reference fn, leaves)} for the core and the layer, and the output
+    gradient."""
+    from mmrala.ops import rala_attention, rala_attention_reference, rala_gated_attention
+
+    heads = workload[1]
+    qkvo, weight, bias, grad = layer_inputs(workload, dtype, device)
+    qkv = qkvo[:, :3 * qkvo.shape[1] // 4]
+    ops = {
+        'core': (lambda x: rala_attention(x, heads, impl='triton'),
+                 lambda x: rala_attention_reference(x, heads), [qkv]),
+        'layer': (lambda x, w, b: rala_gated_attention(x, w, b, heads, impl='triton'),
+                  lambda x, w, b: rala_gated_attention(x, w, b, heads, impl='torch'),
+                  [qkvo, weight, bias]),
+    }
+    return ops, grad
+
+
+def check_correctness(workloads, dtype, device):
+    """Fused core and layer against float64; False if any error is over TOLERANCE."""
+    rows, ok = [], True
+    for workload in workloads:
+        ops, grad = fused_and_reference_ops(workload, dtype, device)
+        for name, (fused, reference, leaves) in ops.items():
+            out, grads = gradients(fused, leaves, grad)
+            ref_out, ref_grads = gradients(reference, [leaf.double() for leaf in leaves], grad)
+            errors = [rel_rms(out, ref_out)] + [rel_rms(g, r) for g, r in zip(grads, ref_grads)]
+            passed = max(errors) < TOLERANCE[dtype]
+            ok &= passed
+            rows.append((describe(workload), name, fmt(errors[0], '.2e'),
+                         fmt(max(errors[1:]), '.2e'), fmt(TOLERANCE[dtype], '.1e'),
+                         'ok' if passed else 'FAILED'))
+    print_table('Correctness: relative RMS error against the float64 reference',
+                ('workload', 'op', 'output', 'worst gradient', 'tolerance', 'result'), rows)
+    return ok
+
+
+# ---------------------------------------------------------------------------------------
+# 2. The core, forward and backward
+# ---------------------------------------------------------------------------------------
+
+def fla_linear_attention(bench: Bench):
+    """flash-linear-attention's chunked linear attention, or the reason it cannot run."""
+    if not bench.on_gpu:
+        return None, 'fla runs on CUDA GPUs only'
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+    except ImportError as err:
+        return None, f'fla does not import ({err}); pip install flash-linear-attention'
+    return chunk_linear_attn, ''
+
+
+def core_variant(name, workload, qkv, bench: Bench, compiled):
+    """(leaves, fn) with fn(*leaves) -> output, or a str saying why the variant cannot run."""
+    from mmrala.ops import (
+        authors_rope_phase,
+        rala_attention,
+        rala_attention_authors,
+        rala_attention_reference,
+    )
+
+    batch, heads, head_dim, height, width = workload
+    if name == 'fused':
+        return [qkv], lambda x: rala_attention(x, heads, impl='triton')
+    if name == 'reference':
+        return [qkv], lambda x: rala_attention_reference(x, heads)
+    if name in ('authors', 'authors-compiled'):
+        # The authors build their RoPE phase once per stage: outside the timed region.
+        phase = authors_rope_phase(height, width, head_dim, torch.float32, qkv.device)
+        op = compiled if name == 'authors-compiled' else rala_attention_authors
+        return [qkv], lambda x: op(x, heads, phase)
+    if name == 'fla':
+        chunk_linear_attn, reason = fla_linear_attention(bench)
+        if chunk_linear_attn is None:
+            return reason
+        q, k, v = (part.reshape(batch, heads, head_dim, height * width).permute(0, 3, 1, 2)
+                   .contiguous() for part in qkv.chunk(3, dim=1))       # (B, L, n, d)
+        return [q, k, v], lambda *qkv_: chunk_linear_attn(*qkv_, normalize=False)[0]
+    raise ValueError(f'unknown variant {name!r}; choose from {VARIANTS}')
+
+
+@dataclass
+class CoreRow:
+    workload: str
     variant: str
-    tokens: int = 0
     fwd_ms: float = math.nan
-    bwd_ms: float = math.nan
-    step_ms: float = math.nan
-    peak_mib: float = math.nan
-    kept_mib: float = math.nan
-    bound_fwd_ms: float = math.nan
-    bound_bwd_ms: float = math.nan
     fwd_x_bound: float = math.nan
+    bwd_ms: float = math.nan
     bwd_x_bound: float = math.nan
     status: str = 'ok'
 
 
-def copy_bandwidth(do_bench) -> float:
-    """Bytes per second of a 1 GiB device-to-device copy (read + write)."""
-    src = torch.empty(2 ** 28, dtype=torch.float32, device='cuda')
-    dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src))
-    return 2 * 2 ** 30 / (ms * 1e-3)
+def time_forward_and_backward(fn, leaves, grad, dtype, bench: Bench):
+    """(forward ms, backward ms) of fn(*leaves); the backward is the op's own alone."""
+    leaves = [leaf.detach().requires_grad_() for leaf in leaves]
+    with bench.autocast(dtype):
+        forward_ms = bench.time_ms(lambda: fn(*leaves))
+        out = fn(*leaves)
+    out_grad = grad.reshape(out.shape).to(out.dtype)    # fla's output is token-major
+    # The graph is kept and reused: each call runs the op's backward and nothing else.
+    backward_ms = bench.time_ms(
+        lambda: torch.autograd.grad(out, leaves, out_grad, retain_graph=True))
+    return forward_ms, backward_ms
 
 
-def fused_bytes(batch, heads, head_dim, height, width, element_size):
-    volume = batch * heads * head_dim * height * width * element_size
-    return 5 * volume, 9 * volume
+def time_core(workloads, variants, dtype, bench: Bench, bandwidth, bound_bytes):
+    """Times the core variants; bound_bytes[workload] = the byte model's (forward,
+    backward) bytes."""
+    from mmrala.ops import rala_attention_authors
 
-
-def make_variant(name, heads, height, width, head_dim):
-    from mmrala.ops import rala_attention, rala_attention_reference
-
-    if name == 'fused':
-        return lambda qkv: rala_attention(qkv, heads, impl='triton')
-    if name == 'reference':
-        return lambda qkv: rala_attention_reference(qkv, heads)
-    if name == 'compiled':
-        compiled = make_variant.compiled
-        return lambda qkv: compiled(qkv, heads)
-    if name == 'authors':
-        sin, cos = authors_rope_tensors(height, width, head_dim, 'cuda')
-        return lambda qkv: authors_rala(qkv, heads, sin, cos)
-    raise ValueError(name)
-
-
-def measure(row: Row, fn, dtype, do_bench, bandwidth):
-    channels = row.heads * row.head_dim
-    autocast = torch.autocast('cuda', dtype=dtype, enabled=dtype != torch.float32)
-    conv_out = torch.randn(row.batch, 4 * channels, row.height, row.width, device='cuda',
-                           dtype=dtype, requires_grad=True)
-    grad = torch.randn(row.batch, channels, row.height, row.width, device='cuda', dtype=dtype)
-
-    def forward():
-        with autocast:
-            return fn(conv_out[:, :3 * channels])
-
-    def step():
-        out = forward()
-        out.backward(grad.to(out.dtype))   # autocast may hand back another dtype
-
-    step()                       # compile, autotune, allocate
-    torch.cuda.synchronize()
-    conv_out.grad = None
-    baseline = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    out = forward()
-    torch.cuda.synchronize()
-    row.kept_mib = (torch.cuda.memory_allocated() - baseline
-                    - out.numel() * out.element_size()) / 2 ** 20
-    out.backward(grad.to(out.dtype))
-    torch.cuda.synchronize()
-    row.peak_mib = (torch.cuda.max_memory_allocated() - baseline) / 2 ** 20
-    del out
-    conv_out.grad = None
-
-    row.fwd_ms = do_bench(forward, grad_to_none=[conv_out])
-    row.step_ms = do_bench(step, grad_to_none=[conv_out])
-    row.bwd_ms = row.step_ms - row.fwd_ms
-    bytes_fwd, bytes_bwd = fused_bytes(row.batch, row.heads, row.head_dim, row.height,
-                                       row.width, conv_out.element_size())
-    row.bound_fwd_ms = bytes_fwd / bandwidth * 1e3
-    row.bound_bwd_ms = bytes_bwd / bandwidth * 1e3
-    row.fwd_x_bound = row.fwd_ms / row.bound_fwd_ms
-    row.bwd_x_bound = row.bwd_ms / row.bound_bwd_ms
-
-
-def run_kernels(args, do_bench):
-    from mmrala.ops import rala_attention_reference
-
-    dtype = DTYPES[args.dtype]
-    variants = [v for v in VARIANTS if v not in args.skip]
-    if 'compiled' in variants:
-        make_variant.compiled = torch.compile(rala_attention_reference, dynamic=True)
-    workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
-
-    progress('measuring copy bandwidth (1 GiB device-to-device copy)')
-    bandwidth = copy_bandwidth(do_bench)
-    progress(f'copy bandwidth: {bandwidth / 1e9:.0f} GB/s')
-
+    compiled = (torch.compile(rala_attention_authors, dynamic=False)
+                if 'authors-compiled' in variants else None)
     rows = []
-    total = len(workloads) * len(variants)
-    for index, (batch, heads, head_dim, height, width) in enumerate(workloads):
-        for vindex, variant in enumerate(variants):
-            row = Row(batch, heads, head_dim, height, width, args.dtype, variant,
-                      tokens=batch * height * width)
-            step = index * len(variants) + vindex + 1
-            progress(f'[{step}/{total}] B={batch} {height}x{width} heads={heads} '
-                     f'd={head_dim} {variant}')
-            try:
-                measure(row, make_variant(variant, heads, height, width, head_dim), dtype,
-                        do_bench, bandwidth)
-            except torch.cuda.OutOfMemoryError:
-                row.status = 'out of memory'
-            except Exception as err:  # a variant failing must not end the whole run
-                row.status = f'failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}'
-            torch.cuda.empty_cache()
+    for workload in workloads:
+        qkvo, _, _, grad = layer_inputs(workload, dtype, bench.device)
+        qkv = qkvo[:, :3 * qkvo.shape[1] // 4].contiguous()
+        for name in variants:
+            progress(f'core {describe(workload)} {name}')
+            row = CoreRow(describe(workload), name)
             rows.append(row)
-            progress(f'    fwd {row.fwd_ms:.3f} ms  bwd {row.bwd_ms:.3f} ms  '
-                     f'peak {row.peak_mib:.1f} MiB  {row.status}')
-    return rows, bandwidth
+            variant = core_variant(name, workload, qkv, bench, compiled)
+            if isinstance(variant, str):
+                row.status = f'skipped: {variant}'
+                continue
+            leaves, fn = variant
+            try:
+                row.fwd_ms, row.bwd_ms = time_forward_and_backward(fn, leaves, grad, dtype,
+                                                                   bench)
+            except Exception as err:  # one variant failing must not end the run
+                row.status = f'failed: {type(err).__name__}: {str(err).splitlines()[0][:100]}'
+                continue
+            finally:
+                if bench.on_gpu:
+                    torch.cuda.empty_cache()
+            forward_bytes, backward_bytes = bound_bytes[workload]
+            row.fwd_x_bound = row.fwd_ms * 1e-3 / (forward_bytes / bandwidth)
+            row.bwd_x_bound = row.bwd_ms * 1e-3 / (backward_bytes / bandwidth)
+    print_table(
+        f'RALA core, {bench.device.type}: median ms; x bound = time / (byte model of the '
+        'fused passes / copy bandwidth)',
+        ('workload', 'variant', 'fwd ms', 'x bound', 'bwd ms', 'x bound', 'status'),
+        [(r.workload, r.variant, fmt(r.fwd_ms), fmt(r.fwd_x_bound, '.1f'), fmt(r.bwd_ms),
+          fmt(r.bwd_x_bound, '.1f'), r.status) for r in rows])
+    return rows
 
 
-def print_table(rows, bandwidth):
-    header = (f'{"B":>4} {"H x W":>10} {"n":>2} {"d":>3} {"variant":>10} {"fwd ms":>9} '
-              f'{"x bound":>8} {"bwd ms":>9} {"x bound":>8} {"peak MiB":>9} {"kept MiB":>9}')
-    print(f'\ncopy bandwidth {bandwidth / 1e9:.0f} GB/s; "x bound" = time / (bytes a fused '
-          'kernel must move / bandwidth)')
-    print(header)
-    print('-' * len(header))
-    for r in rows:
-        size = f'{r.height}x{r.width}'
-        if r.status != 'ok':
-            print(f'{r.batch:>4} {size:>10} {r.heads:>2} {r.head_dim:>3} {r.variant:>10}  '
-                  f'{r.status}')
-            continue
-        print(f'{r.batch:>4} {size:>10} {r.heads:>2} {r.head_dim:>3} {r.variant:>10} '
-              f'{r.fwd_ms:>9.3f} {r.fwd_x_bound:>8.1f} {r.bwd_ms:>9.3f} {r.bwd_x_bound:>8.1f} '
-              f'{r.peak_mib:>9.1f} {r.kept_mib:>9.2f}')
+# ---------------------------------------------------------------------------------------
+# 3. The fused passes one by one
+# ---------------------------------------------------------------------------------------
+
+@contextmanager
+def recording_launches(kernels, launches: list):
+    """Replaces every kernel of ``kernels`` by a stand-in that launches it and records
+    (kernel name, kernel, grid, args, kwargs), for the launch to be replayed alone."""
+    names = [name for name in dir(kernels) if name.startswith('_rala_') and
+             name.endswith('_kernel')]
+    originals = {name: getattr(kernels, name) for name in names}
+
+    class Recording:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append((self.name, self.kernel, grid, args, kwargs))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    for name, kernel in originals.items():
+        setattr(kernels, name, Recording(name, kernel))
+    try:
+        yield
+    finally:
+        for name, kernel in originals.items():
+            setattr(kernels, name, kernel)
 
 
-def write_csv(rows, path, bandwidth):
-    fields = list(asdict(rows[0])) + ['copy_gbps']
+def time_passes(workload, dtype, bench: Bench, bandwidth):
+    """Times every launch of one fused forward and backward alone; prints the table and
+    returns the byte model's (forward, backward) bytes."""
+    from mmrala.ops import load_kernels
+    from mmrala.ops.kernel_report import pass_bytes
+
+    kernels = load_kernels('benchmark_rala')
+    qkvo, _, _, grad = layer_inputs(workload, dtype, bench.device)
+    qkv = qkvo[:, :3 * qkvo.shape[1] // 4]
+    geo = kernels._Geometry(qkv, workload[1])
+    forward, backward = [], []
+    with kernels._launch_device(qkv):
+        with recording_launches(kernels, forward):
+            _, query_mean, log_sum_exp, state = kernels._rala_forward(qkv, geo)
+        with recording_launches(kernels, backward):
+            kernels._rala_backward(qkv, grad, query_mean, log_sum_exp, state, geo)
+    model = pass_bytes(geo, qkv.element_size())
+    if len(model) != len(forward) + len(backward):
+        raise RuntimeError(f'the byte model has {len(model)} passes, the op launched '
+                           f'{len(forward) + len(backward)} kernels: update '
+                           'mmrala.ops.kernel_report.pass_bytes with the kernels.')
+
+    rows, totals = [], []
+    for direction, launches, passes in (('forward', forward, model[:len(forward)]),
+                                        ('backward', backward, model[len(forward):])):
+        total_ms = total_bytes = 0.0
+        for (name, kernel, grid, args, kwargs), (label, nbytes, distinct, _) in zip(launches,
+                                                                                   passes):
+            progress(f'pass {describe(workload)} {label}')
+            with kernels._launch_device(qkv):
+                ms = bench.time_ms(functools.partial(kernel[grid], *args, **kwargs))
+            total_ms += ms
+            total_bytes += nbytes
+            rows.append((label, name, 'x'.join(map(str, grid)), fmt(ms, '.4f'),
+                         fmt(nbytes / 1e6, '.2f'), fmt(distinct / 1e6, '.2f'),
+                         fmt(nbytes / (ms * 1e-3) / 1e9, '.1f'),
+                         fmt(ms * 1e-3 / (nbytes / bandwidth) if nbytes else None, '.1f')))
+        totals.append(total_bytes)
+        rows.append((f'sum {direction}', 'all launches', len(launches), fmt(total_ms, '.4f'),
+                     fmt(total_bytes / 1e6, '.2f'),
+                     fmt(sum(p[2] for p in passes) / 1e6, '.2f'),
+                     fmt(total_bytes / (total_ms * 1e-3) / 1e9, '.1f'),
+                     fmt(total_ms * 1e-3 / (total_bytes / bandwidth), '.1f')))
+    print_table(f'Fused passes, {describe(workload)} {dtype_name(dtype)}, each launch alone; '
+                'model MB = token tensors only, distinct MB = with partials, tables and '
+                f'state (copy bandwidth {bandwidth / 1e9:.1f} GB/s)',
+                ('pass', 'kernel', 'grid', 'ms', 'model MB', 'distinct MB', 'GB/s', 'x bound'),
+                rows)
+    return tuple(totals)
+
+
+def dtype_name(dtype) -> str:
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# 4. The layer: what it keeps for the backward and what its backward allocates
+# ---------------------------------------------------------------------------------------
+
+def layer_memory(workload, dtype, impl, device):
+    """Saved bytes, and the full-size tensors and zero-filled slices of the backward, of
+    rala_gated_attention with ``impl`` on the workload."""
+    from mmrala.ops import rala_gated_attention
+
+    qkvo, weight, bias, grad = layer_inputs(workload, dtype, device)
+    leaves = [t.requires_grad_() for t in (qkvo, weight, bias)]
+    saved, out = saved_tensor_bytes(
+        lambda: rala_gated_attention(*leaves, workload[1], impl=impl))
+    with AllocationRecorder() as recorder:
+        torch.autograd.grad(out, leaves, grad)
+    full_size = qkvo.numel() * qkvo.element_size()
+    return dict(saved=saved, full_size=full_size,
+                full_size_created=len(recorder.at_least(full_size)),
+                zero_filled=len(recorder.zero_filled_at_least(full_size // 4)))
+
+
+def report_layer_memory(workloads, dtype, bench: Bench):
+    rows = []
+    for workload in workloads:
+        progress(f'layer memory {describe(workload)}')
+        reference = layer_memory(workload, dtype, 'torch', bench.device)
+        fused = layer_memory(workload, dtype, 'triton', bench.device)
+        rows.append((describe(workload), dtype_name(dtype),
+                     fmt(reference['full_size'] / 2 ** 20, '.2f'),
+                     fmt(reference['saved'] / 2 ** 20, '.2f'),
+                     fmt(fused['saved'] / 2 ** 20, '.2f'),
+                     fmt(fused['saved'] / reference['saved'], '.2f'),
+                     f"{reference['full_size_created']} / {fused['full_size_created']}",
+                     f"{reference['zero_filled']} / {fused['zero_filled']}"))
+    print_table('RALA layer (core + lepe, gated): kept for backward (saved_tensors_hooks, '
+                'distinct storages) and backward allocations, reference / fused',
+                ('workload', 'dtype', 'qkvo MiB', 'reference MiB', 'fused MiB', 'ratio',
+                 'full-size tensors', 'zero-filled slices'), rows)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Scaling mode: a RAVLT-S backbone, forward + backward, against the input size
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class ScalingRow:
+    device: str
+    arch: str
+    dtype: str
+    batch: int
+    size: int
+    pixels: int
+    attn_types: str
+    impl: str
+    step_ms: float = math.nan
+    peak_mib: float = math.nan
+    status: str = 'ok'
+
+
+def backbone_step(model, images, dtype, bench: Bench):
+    """One forward + backward of the backbone, gradients dropped."""
+    with bench.autocast(dtype):
+        features = model(images)
+    sum(f.float().mean() for f in features).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def run_scaling(args, bench: Bench):
+    from mmrala.models import RAVLT
+
+    arch = f'RAVLT-{args.arch.upper()}'
+    dtype = DTYPES[args.dtype]
+    sizes = args.sizes or (GPU_SIZES if bench.on_gpu else CPU_SIZES)
+    impls = args.impls or (list(IMPL_NAMES) if bench.on_gpu else ['torch'])
+    rows = []
+    for config in args.configs:
+        attn_types = BACKBONE_ATTN_TYPES[config]
+        for impl in impls:
+            torch.manual_seed(0)
+            model = RAVLT(args.arch, attn_types=attn_types, rala_impl=impl)
+            model = model.to(bench.device).train()
+            for size in sizes:
+                progress(f'{arch} {config} {IMPL_NAMES[impl]} {size}x{size}')
+                row = ScalingRow(device_name(bench), arch, args.dtype, args.batch, size,
+                                 args.batch * size * size, config, IMPL_NAMES[impl])
+                rows.append(row)
+                images = torch.randn(args.batch, 3, size, size, device=bench.device)
+                train_step = functools.partial(backbone_step, model, images, dtype, bench)
+                try:
+                    # Timed first: its warm-up takes the one-off allocations (lazily built
+                    # caches) out of the peak.
+                    row.step_ms = bench.time_ms(train_step)
+                    row.peak_mib = bench.peak_bytes(train_step) / 2 ** 20
+                except torch.cuda.OutOfMemoryError:
+                    row.status = 'out of memory'
+                    model.zero_grad(set_to_none=True)
+                if bench.on_gpu:
+                    torch.cuda.empty_cache()
+    print_table(f'{arch} backbone forward + backward, batch {args.batch}, {args.dtype}, '
+                f'{bench.device.type}',
+                ('attn types', 'op', 'size', 'pixels', 'step ms', 'peak MiB', 'status'),
+                [(r.attn_types, r.impl, f'{r.size}x{r.size}', r.pixels, fmt(r.step_ms, '.1f'),
+                  fmt(r.peak_mib, '.1f'), r.status) for r in rows])
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.plot:
+        plot_scaling(rows, args.plot, f'{arch} forward + backward, {device_name(bench)}, '
+                                      f'{args.dtype}, batch {args.batch}')
+    return rows
+
+
+def write_csv(rows, path):
     with open(path, 'w', newline='') as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
-        for r in rows:
-            record = asdict(r)
-            record['copy_gbps'] = round(bandwidth / 1e9, 1)
-            writer.writerow(record)
+        writer.writerows(asdict(row) for row in rows)
     progress(f'wrote {path}')
 
 
-def plot(rows, path, title):
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        progress(f'matplotlib is not installed: no plot written to {path} '
-                 '(pip install matplotlib)')
-        return
+def plot_scaling(rows, path, title):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, name in ((axes[0], 'fwd_ms', 'forward'), (axes[1], 'bwd_ms', 'backward')):
-        for head_dim in sorted({r.head_dim for r in rows}):
-            for variant in VARIANTS:
-                points = sorted((r.tokens, getattr(r, key)) for r in rows
-                                if r.variant == variant and r.head_dim == head_dim
+    for ax, key, label in ((axes[0], 'step_ms', 'ms per step'),
+                           (axes[1], 'peak_mib', 'peak MiB')):
+        for config in BACKBONE_ATTN_TYPES:
+            for impl in IMPL_NAMES.values():
+                points = sorted((r.pixels, getattr(r, key)) for r in rows
+                                if r.attn_types == config and r.impl == impl
                                 and r.status == 'ok')
                 if points:
                     ax.plot(*zip(*points), marker='o',
-                            linestyle='-' if head_dim == 64 else '--',
-                            label=f'{variant} d={head_dim}')
-        # The memory bound of the fused kernel, per workload (heads and d included).
-        bound = sorted((r.tokens, getattr(r, 'bound_' + key))
-                       for r in rows if r.variant == 'fused' and r.status == 'ok')
-        if bound:
-            ax.plot(*zip(*bound), color='black', linestyle=':', label='memory bound')
-        ax.set(xscale='log', yscale='log', xlabel='tokens (B * H * W)',
-               ylabel='ms', title=f'RALA core {name}')
+                            linestyle='-' if impl == 'fused' else '--',
+                            label=f'{config}, {impl} op')
+        ax.set(xscale='log', yscale='log', xlabel='pixels (batch x H x W)', ylabel=label)
         ax.grid(True, which='both', alpha=0.3)
-    axes[1].legend(fontsize=7)
+    axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
+    plt.close(fig)
     progress(f'wrote {path}')
 
 
 # ---------------------------------------------------------------------------------------
-# Backbone mode
+# Entry point
 # ---------------------------------------------------------------------------------------
 
-def time_backbone_step(impl, images, dtype, steps, warmup):
-    """Mean time and peak memory of a RAVLT-S forward + backward with rala_impl=impl."""
-    from mmrala.models import RAVLT
-
-    progress(f'RAVLT-S, rala_impl={impl!r}: building')
-    torch.manual_seed(0)
-    model = RAVLT(arch='s', out_indices=(0, 1, 2, 3), rala_impl=impl).cuda().train()
-    autocast = torch.autocast('cuda', dtype=dtype, enabled=dtype != torch.float32)
-
-    def train_step():
-        with autocast:
-            features = model(images)
-        loss = sum(f.float().mean() for f in features)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    progress(f'RAVLT-S, rala_impl={impl!r}: {warmup} warm-up steps')
-    for _ in range(warmup):
-        train_step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    baseline = torch.cuda.memory_allocated()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    progress(f'RAVLT-S, rala_impl={impl!r}: timing {steps} steps')
-    start.record()
-    for _ in range(steps):
-        train_step()
-    end.record()
-    torch.cuda.synchronize()
-    with torch.no_grad(), autocast:
-        features = [f.float() for f in model(images)]
-    return dict(step_ms=start.elapsed_time(end) / steps,
-                peak_mib=(torch.cuda.max_memory_allocated() - baseline) / 2 ** 20,
-                features=features)
-
-
-def run_backbone(args):
-    dtype = DTYPES[args.dtype]
-    steps, warmup = (5, 2) if args.quick else (20, 5)
-    images = torch.randn(2, 3, 800, 1344, device='cuda')
-    results = {}
-    for impl in ('triton', 'torch'):
-        results[impl] = time_backbone_step(impl, images, dtype, steps, warmup)
-        torch.cuda.empty_cache()
-
-    print(f'\nRAVLT-S training step (forward + backward), 2 x 3 x 800 x 1344, {args.dtype} '
-          f'autocast, mean of {steps} steps')
-    print(f'{"rala_impl":>10} {"step ms":>9} {"peak MiB":>9}')
-    for impl, result in results.items():
-        print(f'{impl:>10} {result["step_ms"]:>9.1f} {result["peak_mib"]:>9.0f}')
-    speedup = results['torch']['step_ms'] / results['triton']['step_ms']
-    print(f'the triton step takes {1 / speedup:.2f}x the time of the torch step '
-          f'({speedup:.2f}x speed-up)')
-    for level, (a, b) in enumerate(zip(results['triton']['features'],
-                                       results['torch']['features'])):
-        diff = ((a - b).norm() / b.norm()).item()
-        print(f'stage {level + 1} features {tuple(a.shape)}: relative difference {diff:.2e}')
-    if args.csv:
-        with open(args.csv, 'w', newline='') as handle:
-            writer = csv.writer(handle)
-            writer.writerow(['rala_impl', 'dtype', 'step_ms', 'peak_mib'])
-            for impl, result in results.items():
-                writer.writerow([impl, args.dtype, round(result['step_ms'], 3),
-                                 round(result['peak_mib'], 1)])
-        progress(f'wrote {args.csv}')
+def device_name(bench: Bench) -> str:
+    if bench.on_gpu:
+        return torch.cuda.get_device_name(bench.device)
+    interpreted = os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')
+    return 'CPU' + (' (fused path in the Triton interpreter)' if interpreted else '')
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
-        epilog='Needs a CUDA GPU. Times are medians of triton.testing.do_bench '
-               '(kernels) or means over CUDA events (backbone).')
-    parser.add_argument('--dtype', choices=sorted(DTYPES), default='bf16',
-                        help='input dtype; bf16 / fp16 run under torch.autocast (default bf16)')
-    parser.add_argument('--csv', metavar='PATH', help='write the results as CSV')
-    parser.add_argument('--plot', metavar='PATH',
-                        help='write a PNG of time against tokens (needs matplotlib)')
+        epilog='On a GPU, times are medians of triton.testing.do_bench; on the CPU, medians '
+               'of wall-clock runs, which check the tool and not the kernels.')
+    parser.add_argument('--dtype', choices=sorted(DTYPES), default=None,
+                        help='input dtype (default: bf16 on a GPU, fp32 on the CPU); '
+                             'the PyTorch ops run under torch.autocast in half precision')
     parser.add_argument('--quick', action='store_true',
-                        help='fewer workloads and repetitions, for a smoke run')
+                        help='the first workload only, and fewer repetitions')
     parser.add_argument('--skip', nargs='*', default=[], choices=VARIANTS, metavar='VARIANT',
-                        help=f'variants to leave out, of {", ".join(VARIANTS)}')
-    parser.add_argument('--backbone', action='store_true',
-                        help='time a RAVLT-S training step at 1344 x 800 instead, with '
-                             "rala_impl='triton' and 'torch'")
+                        help=f'core variants to leave out, of {", ".join(VARIANTS)}')
+    parser.add_argument('--scaling', action='store_true',
+                        help='time a RAVLT-S backbone forward + backward against input size')
+    parser.add_argument('--sizes', nargs='*', type=int,
+                        help=f'--scaling: square input sizes (default {GPU_SIZES} on a GPU, '
+                             f'{CPU_SIZES} on the CPU)')
+    parser.add_argument('--arch', default='s', choices=('t', 's', 'b', 'l'),
+                        help='--scaling: the RAVLT variant (default s)')
+    parser.add_argument('--batch', type=int, default=1, help='--scaling: images per step')
+    parser.add_argument('--configs', nargs='*', choices=list(BACKBONE_ATTN_TYPES),
+                        default=list(BACKBONE_ATTN_TYPES),
+                        help='--scaling: attention types per stage, the released ones and/or '
+                             'RALA everywhere (default both)')
+    parser.add_argument('--impls', nargs='*', choices=list(IMPL_NAMES),
+                        help='--scaling: RALA ops to compare (default: both on a GPU; on the '
+                             'CPU only torch, as the interpreted fused op takes minutes a step)')
+    parser.add_argument('--csv', metavar='PATH', help='--scaling: write the rows as CSV')
+    parser.add_argument('--plot', metavar='PATH',
+                        help='--scaling: write a PNG of cost against pixels (matplotlib)')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit('benchmark_rala.py needs a CUDA GPU: the fused kernel and the timings it '
-                 'is compared with only mean something there. No GPU was found '
-                 '(torch.cuda.is_available() is False).')
-    _import_mmrala()
-    import triton.testing
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        # Read when triton is imported, so before anything imports it.
+        os.environ.setdefault('TRITON_INTERPRET', '1')
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import triton
 
-    progress(f'device: {torch.cuda.get_device_name()}, torch {torch.__version__}, '
-             f'triton {triton.__version__}')
-    if args.backbone:
-        run_backbone(args)
+    bench = Bench(torch.device('cuda' if on_gpu else 'cpu'), args.quick)
+    args.dtype = args.dtype or ('bf16' if on_gpu else 'fp32')
+    dtype = DTYPES[args.dtype]
+    print(f'device: {device_name(bench)}; torch {torch.__version__}, triton {triton.__version__}'
+          f', {args.dtype}')
+    if args.scaling:
+        run_scaling(args, bench)
         return
 
-    warmup, rep = (5, 20) if args.quick else (25, 100)
-
-    def do_bench(fn, grad_to_none=None):
-        return triton.testing.do_bench(fn, warmup=warmup, rep=rep, grad_to_none=grad_to_none,
-                                       return_mode='median')
-
-    rows, bandwidth = run_kernels(args, do_bench)
-    print_table(rows, bandwidth)
-    if args.csv:
-        write_csv(rows, args.csv, bandwidth)
-    if args.plot:
-        plot(rows, args.plot, f'{torch.cuda.get_device_name()}, {args.dtype}')
+    workloads = GPU_WORKLOADS if on_gpu else CPU_WORKLOADS
+    workloads = workloads[:1] if args.quick else workloads
+    if not check_correctness(workloads, dtype, bench.device):
+        sys.exit('the fused op is off the float64 reference: no timings taken.')
+    bandwidth = bench.copy_bandwidth()
+    print(f'copy bandwidth: {bandwidth / 1e9:.1f} GB/s')
+    bound_bytes = {workload: time_passes(workload, dtype, bench, bandwidth)
+                   for workload in workloads}
+    time_core(workloads, [v for v in VARIANTS if v not in args.skip], dtype, bench, bandwidth,
+              bound_bytes)
+    report_layer_memory(workloads, dtype, bench)
 
 
 if __name__ == '__main__':

@@ -12,50 +12,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from collections import OrderedDict
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mmrala.convert import (  # noqa: E402
+from mmrala.checkpoint import (
     CheckpointError,
-    convert_official_state_dict,
+    convert_official_checkpoint,
     extract_state_dict,
-    is_official_layout,
     load_checkpoint_file,
-    split_official_classifier,
 )
-
-
-def to_mmrala(state_dict) -> OrderedDict:
-    if not is_official_layout(state_dict):
-        raise CheckpointError('this file has no authors\' RAVLT keys (layers.N..., '
-                              'extra_norms...); is it already an mmrala checkpoint?')
-    converted = convert_official_state_dict(state_dict)
-    if any(name.startswith('backbone.') for name in converted):
-        return converted
-    trunk, head = split_official_classifier(converted)
-    out = OrderedDict((f'backbone.{k}', v) for k, v in trunk.items())
-    for name, value in head.items():
-        out[f'head.{name}' if name.startswith('fc.') else f'neck.{name}'] = value
-    return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help="the authors' checkpoint (.pth)")
     parser.add_argument('dst', help='where to write the mmrala checkpoint')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite dst if it exists (never allowed when dst is src)')
     args = parser.parse_args(argv)
+    if os.path.exists(args.dst) and os.path.samefile(args.src, args.dst):
+        parser.exit(1, f'error: {args.dst} is the input file; the authors\' original is never '
+                    'overwritten. Give another output path.\n')
+    if os.path.exists(args.dst) and not args.force:
+        parser.exit(1, f'error: {args.dst} already exists; pass --force to overwrite it.\n')
 
     start = time.time()
     print(f'[1/3] reading {args.src}', flush=True)
     try:
         state_dict = extract_state_dict(load_checkpoint_file(args.src))
         print(f'[2/3] converting {len(state_dict)} tensors', flush=True)
-        converted = to_mmrala(state_dict)
+        converted = convert_official_checkpoint(state_dict)
     except CheckpointError as err:
         parser.exit(1, f'error: {err}\n')
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)

@@ -23,21 +23,15 @@ is printed too. Element-wise ops, softmax, RoIAlign and NMS are not counted.
 from __future__ import annotations
 
 import argparse
-import importlib
-import os.path as osp
-import sys
 from functools import partial
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import torch
+from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis.jit_handles import get_shape
+from mmengine.config import DictAction
+from mmengine.model import revert_sync_batchnorm
 
-import torch  # noqa: E402
-from mmengine.analysis import FlopAnalyzer  # noqa: E402
-from mmengine.analysis.jit_handles import get_shape  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.model import revert_sync_batchnorm  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
-from mmengine.utils import import_modules_from_strings  # noqa: E402
-from runtime_utils import TASKS, load_config, task_scope  # noqa: E402
+from mmrala.mm.cli import TASKS, build_model, load_config, task_scope
 
 # Operators of matrix products (attention); mmcv's counter does not see them.
 MATRIX_PRODUCT_OPS = ('einsum', 'matmul', 'bmm', 'mm', 'scaled_dot_product_attention')
@@ -62,19 +56,6 @@ def sdpa_flop_jit(inputs, outputs):
     for size in q[:-2]:
         batch *= size
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
-
-
-def build_model(cfg, scope):
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope(scope):
-        model_cfg = cfg.model.copy()
-        if cfg.get('data_preprocessor') is not None:
-            model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-        model = registry.build(model_cfg)
-    return revert_sync_batchnorm(model).eval()
 
 
 def cascade_forward_paper_convention(self, x, rpn_results_list, batch_data_samples):
@@ -137,7 +118,7 @@ def main(argv=None):
     else:
         raise SystemExit('give --shape H W (the config has no paper_results.flops_input_shape)')
 
-    model = build_model(cfg, scope)
+    model = revert_sync_batchnorm(build_model(cfg)).eval()
     params_total = sum(p.numel() for p in model.parameters())
     params_backbone = sum(p.numel() for p in model.backbone.parameters())
 

@@ -1,19 +1,18 @@
-# Pieces shared by the RAVLT detection and segmentation bases. Only plain variables with
-# a `ravlt_` prefix live here, so this file can sit beside any mmdet / mmseg base in a
-# `_base_` list; the bases pick the pieces up as {{_base_.ravlt_...}}.
+# Pieces that several RAVLT recipes share. Only plain variables with a `ravlt_` prefix live
+# here, so this file can sit beside any mmdet / mmseg base in a `_base_` list; the configs
+# use them as `_base_.ravlt_...`.
 
-# The dense-prediction backbone of the authors' detection and segmentation code: all four
-# stages out, each through its own LayerNorm; SyncBN (reverted to BN by mmengine on one
-# device, and by tools/train.py on CPU-only machines) and frozen BN statistics
-# (norm_eval). Each config sets arch, drop_path_rate and the pretrained file.
+# The backbone of the authors' detection and segmentation code, replacing the inherited
+# config's ResNet: all four stages out, each through its own LayerNorm; SyncBN (plain BN
+# on one device or a CPU-only machine, see mmrala_runtime.py) with frozen statistics
+# (norm_eval). Each config adds the variant: arch, drop_path_rate and the ImageNet file.
 ravlt_dense_backbone = dict(
     _delete_=True,
     type='RAVLT',
     out_indices=(0, 1, 2, 3),
     out_norm=True,
     norm_cfg=dict(type='SyncBN', requires_grad=True),
-    norm_eval=True,
-    init_cfg=dict(type='Pretrained', checkpoint=None))
+    norm_eval=True)
 
 # COCO Mask R-CNN (1x and 3x): AdamW lr 1e-4, weight decay 0.05, no decay on the
 # parameters whose name holds 'norm' (as in the authors' configs).

@@ -1,14 +1,22 @@
-"""OpenMMLab glue: registers RAVLT in mmengine's root registry and makes mmengine's own
-checkpoints loadable with ``weights_only=True``.
+"""OpenMMLab glue: registers the backbone (``type='RAVLT'``, class :class:`RAVLTBackbone`)
+and the classifier neck in mmengine's root registry, the run-time components
+every mmrala config declares (runner, hooks), and weights-only loading of every
+checkpoint mmengine reads.
 
-Registering in the root ``MODELS`` (not mmdet's, mmseg's or mmpretrain's child
-registries) makes ``type='RAVLT'`` resolve under every ``default_scope``.
+Registering in the root registries (not mmdet's, mmseg's or mmpretrain's children)
+makes ``type='RAVLT'`` resolve under every ``default_scope``.
 """
-from .backbone import RAVLT, RAVLTClsNeck
+from .backbone import RAVLTBackbone, RAVLTClsNeck
 from .hooks import FiniteLossHook
-from .safe_load import MMENGINE_CHECKPOINT_GLOBALS, allow_mmengine_checkpoint_globals
+from .runtime import CrashSafeCheckpointHook, MMRalaRunner, RNGStateHook, load_model_weights
+from .safe_load import (
+    MMENGINE_CHECKPOINT_GLOBALS,
+    allow_mmengine_checkpoint_globals,
+    force_weights_only_loading,
+)
 
-allow_mmengine_checkpoint_globals()
+force_weights_only_loading()
 
-__all__ = ['RAVLT', 'RAVLTClsNeck', 'FiniteLossHook', 'MMENGINE_CHECKPOINT_GLOBALS',
-           'allow_mmengine_checkpoint_globals']
+__all__ = ['RAVLTBackbone', 'RAVLTClsNeck', 'FiniteLossHook', 'CrashSafeCheckpointHook',
+           'MMRalaRunner', 'RNGStateHook', 'load_model_weights', 'MMENGINE_CHECKPOINT_GLOBALS',
+           'allow_mmengine_checkpoint_globals', 'force_weights_only_loading']

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
-from ..convert import (
+from ..checkpoint import (
     backbone_state_dict,
     check_backbone_state_dict,
     extract_state_dict,
@@ -28,9 +29,29 @@ def norm_layer_from_cfg(norm_cfg):
     return build
 
 
-@MODELS.register_module()
-class RAVLT(network.RAVLT, BaseModule):
-    """RAVLT backbone for mmdet, mmseg and mmpretrain.
+def init_cfg_from_pretrained(pretrained, init_cfg):
+    """mmseg's ``EncoderDecoder`` hands ``model.pretrained`` to the backbone; take a local
+    file the way mmseg's own backbones do, and refuse what cannot be RAVLT weights."""
+    if pretrained is None:
+        return init_cfg
+    if not isinstance(pretrained, str) or '://' in pretrained:
+        raise ValueError(
+            f'RAVLT got pretrained={pretrained!r}, which is not a RAVLT checkpoint (a config '
+            'inherited from another backbone passes its weights down). Set '
+            'model.pretrained=None in the config, and give RAVLT weights with '
+            "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH).")
+    if init_cfg is not None:
+        raise ValueError('RAVLT got both pretrained and init_cfg; keep only '
+                         "init_cfg=dict(type='Pretrained', checkpoint=PATH).")
+    warnings.warn("RAVLT: 'pretrained' is deprecated, use "
+                  "init_cfg=dict(type='Pretrained', checkpoint=PATH) instead.",
+                  FutureWarning, stacklevel=3)  # shown to users by default
+    return dict(type='Pretrained', checkpoint=pretrained)
+
+
+@MODELS.register_module(name='RAVLT')
+class RAVLTBackbone(network.RAVLT, BaseModule):
+    """RAVLT backbone for mmdet, mmseg and mmpretrain, registered as ``type='RAVLT'``.
 
     Takes every argument of :class:`mmrala.models.RAVLT` plus:
 
@@ -41,14 +62,16 @@ class RAVLT(network.RAVLT, BaseModule):
             (ImageNet, detection or segmentation) or an mmrala checkpoint, converting the
             names on the fly. Every backbone weight must be present and fit; only the
             dense-prediction output norms may be new (an ImageNet file has none).
+        pretrained: a local checkpoint path, as mmseg's ``model.pretrained`` passes it;
+            deprecated, becomes ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``.
     """
 
     def __init__(self, arch='t', norm_cfg=dict(type='BN', requires_grad=True), init_cfg=None,
-                 **kwargs):
+                 pretrained=None, **kwargs):
         # network.RAVLT.__init__ reaches BaseModule.__init__ through super(); init_cfg is
         # set afterwards so that it is not reset there.
         super().__init__(arch=arch, norm_layer=norm_layer_from_cfg(norm_cfg), **kwargs)
-        self.init_cfg = copy.deepcopy(init_cfg)
+        self.init_cfg = copy.deepcopy(init_cfg_from_pretrained(pretrained, init_cfg))
 
     def init_weights(self):
         if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):

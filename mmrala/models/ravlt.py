@@ -1,7 +1,7 @@
 """RAVLT: Rank-Augmented Vision Linear Transformer (Fan, Huang, He, CVPR 2025).
 
-Plain ``torch.nn`` modules: this file imports only torch, timm's small layers and
-``mmrala.ops``, so the network runs on a machine without OpenMMLab. Everything is
+Plain ``torch.nn`` modules: this file imports only torch, timm, ``mmrala.ops`` and
+``mmrala.checkpoint``, so the network runs on a machine without OpenMMLab. Everything is
 channels-first (B, C, H, W) like the authors' code; every "linear" is a 1x1 conv.
 
 Two models share the trunk:
@@ -11,29 +11,49 @@ Two models share the trunk:
 * :class:`RAVLTClassifier` -- the ImageNet model with the authors' head
   (1x1 conv to 1024, BN, Swish, global pool, 1x1 conv to the classes).
 
-Module names are mmrala's own; ``mmrala.convert`` maps the authors' checkpoint names
+Module names are mmrala's own; ``mmrala.checkpoint`` maps the authors' checkpoint names
 onto them.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d, trunc_normal_
+from timm.models import adapt_input_conv
+from timm.models._features import feature_take_indices
 
-from ..ops import RALA_IMPLS, apply_rope, rala_attention, rope_pair_phases
+from ..checkpoint import (
+    check_backbone_state_dict,
+    convert_official_state_dict,
+    extract_state_dict,
+    is_official_layout,
+    load_checkpoint_file,
+)
+from ..ops import RALA_IMPLS, apply_rope, rala_gated_attention, rope_pair_phases
 
 __all__ = ['ATTN_TYPES', 'ARCH_SETTINGS', 'RAVLT', 'RAVLTClassifier', 'RAVLTBlock',
-           'ClassifierHead', 'resolve_arch']
+           'ClassifierHead', 'checkpoint_filter_fn', 'resolve_arch']
+
+# torch.fx leaves: these functions look at concrete shapes, devices and dtypes (to size the
+# RoPE tables, pick a kernel), which a symbolic trace cannot follow. Wrapping their names in
+# this module makes every tracer (torch.fx.symbolic_trace, torchvision's
+# create_feature_extractor, timm's FX features) record each call as one node.
+torch.fx.wrap('rala_gated_attention')
+torch.fx.wrap('rope_pair_phases')
+torch.fx.wrap('apply_rope')
 
 ATTN_TYPES = ('rala', 'softmax')
 DEFAULT_ATTN_TYPES = ('rala', 'rala', 'softmax', 'softmax')
 LN_EPS = 1e-6
 
-# The released variants (spec RAVLT.md section 5). ``drop_path_rate`` is the authors'
+# The released variants (docs/architecture.md). ``drop_path_rate`` is the authors'
 # ImageNet value, used when the caller does not give one.
 ARCH_SETTINGS = {
     't': dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8),
@@ -157,13 +177,14 @@ class RAVLTAttention(nn.Module):
 
     def forward(self, x):
         qkvo = self.qkvo(x)
-        qkv, gate = qkvo[:, :3 * self.dim], qkvo[:, 3 * self.dim:]
-        lepe = self.lepe(qkv[:, 2 * self.dim:])
         if self.attn_type == 'rala':
-            out = rala_attention(qkv, self.num_heads, self.rala_impl)
+            # One autograd node from qkvo to the gated output: one gradient buffer for qkvo.
+            out = rala_gated_attention(qkvo, self.lepe.weight, self.lepe.bias, self.num_heads,
+                                       self.rala_impl)
         else:
-            out = self._softmax_core(qkv)
-        return self.proj((out + lepe) * gate)
+            qkv, gate = qkvo[:, :3 * self.dim], qkvo[:, 3 * self.dim:]
+            out = (self._softmax_core(qkv) + self.lepe(qkv[:, 2 * self.dim:])) * gate
+        return self.proj(out)
 
     def extra_repr(self):
         return f'type={self.attn_type}, heads={self.num_heads}, head_dim={self.head_dim}'
@@ -213,16 +234,49 @@ class RAVLTStage(nn.Module):
         return x
 
 
+def _checked_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """``x``, once it is known to be a batch of ``in_chans``-channel images.
+
+    A torch.fx leaf (wrapped below, like the ops above): the check reads the concrete
+    shape, so it runs inside traced graphs too instead of breaking the trace.
+    """
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(f'RAVLT expects images of shape (B, {in_chans}, H, W), got '
+                         f'{tuple(x.shape)}; fix the data pipeline, or build the model with '
+                         'in_channels (timm: in_chans) matching the data (and train or convert '
+                         'the stem).')
+    return x
+
+
+torch.fx.wrap('_checked_images')
+
+
+def _device_context(device):
+    """Creates the layers built inside it on ``device`` (timm's ``device=``, e.g. 'meta')."""
+    return torch.device(device) if device is not None else contextlib.nullcontext()
+
+
+def _factory_kwargs(module: nn.Module) -> dict:
+    """The device and dtype of ``module``'s parameters, for layers that replace its own."""
+    param = next(module.parameters(), None)
+    return {} if param is None else dict(device=param.device, dtype=param.dtype)
+
+
 class RAVLT(nn.Module):
     """RAVLT dense-prediction backbone (detection, segmentation).
+
+    Besides OpenMMLab's interface it has timm's feature API: ``feature_info`` (per stage:
+    channels, stride 4 / 8 / 16 / 32 and module name), :meth:`forward_intermediates` and
+    :meth:`prune_intermediate_layers`.
 
     Args:
         arch: ``'t'``, ``'s'``, ``'b'``, ``'l'`` or a dict with ``embed_dims``, ``depths``,
             ``num_heads``, ``mlp_ratios`` and ``layer_scale_init_values`` (one per stage).
-        in_channels: channels of the input image.
+        in_channels: channels of the input image (timm's ``in_chans``).
         attn_types: attention per stage, ``'rala'`` or ``'softmax'``. The released models
             use RALA in stages 1-2 and softmax attention in stages 3-4.
-        out_indices: stages whose outputs are returned (0 = stride 4, 3 = stride 32).
+        out_indices: increasing stage indices whose outputs are returned (0 = stride 4,
+            3 = stride 32; negative ones count from the end).
         out_norm: pass every returned output through its own LayerNorm, as the authors'
             detection and segmentation models do.
         drop_path_rate: stochastic-depth rate of the last block (linear from 0);
@@ -233,6 +287,8 @@ class RAVLT(nn.Module):
         with_cp: activation checkpointing per block (less memory, one more forward).
         norm_layer: factory for the BatchNorm layers (e.g. ``nn.SyncBatchNorm``).
         rala_impl: ``'auto'``, ``'torch'`` or ``'triton'`` for the RALA core.
+        device, dtype: where and in what dtype to create the parameters (timm passes them);
+            the layers are built on ``device`` directly, then cast to ``dtype``.
     """
 
     def __init__(self, arch='t', in_channels: int = 3,
@@ -241,14 +297,14 @@ class RAVLT(nn.Module):
                  drop_path_rate: float | None = None, frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False,
                  norm_layer: Callable[[int], nn.Module] | None = None,
-                 rala_impl: str = 'auto'):
+                 rala_impl: str = 'auto', device=None, dtype=None):
         super().__init__()
         settings = resolve_arch(arch)
         self.arch_settings = settings
         num_stages = len(settings['depths'])
         self.embed_dims = list(settings['embed_dims'])
         self.num_heads = list(settings['num_heads'])
-        self.in_channels = in_channels
+        self.in_chans = in_channels
 
         attn_types = tuple(attn_types)
         bad = [t for t in attn_types if t not in ATTN_TYPES]
@@ -257,9 +313,10 @@ class RAVLT(nn.Module):
                              f'{num_stages} stages, got {attn_types}.')
         self.attn_types = attn_types
         out_indices = tuple(i + num_stages if i < 0 else i for i in out_indices)
-        if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
-            raise ValueError(f'out_indices must be stage indices in [0, {num_stages - 1}], '
-                             f'got {out_indices}.')
+        if (not out_indices or any(not 0 <= i < num_stages for i in out_indices)
+                or list(out_indices) != sorted(set(out_indices))):
+            raise ValueError(f'out_indices must be increasing stage indices in '
+                             f'[0, {num_stages - 1}], got {out_indices}.')
         self.out_indices = out_indices
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}.')
@@ -268,25 +325,35 @@ class RAVLT(nn.Module):
         norm_layer = norm_layer or nn.BatchNorm2d
         if drop_path_rate is None:
             drop_path_rate = settings['drop_path_rate']
-
-        self.patch_embed = PatchEmbed(in_channels, self.embed_dims[0], norm_layer)
         block_rates = torch.linspace(0, drop_path_rate, sum(settings['depths'])).tolist()
-        self.stages = nn.ModuleList()
-        first_block = 0
-        for i in range(num_stages):
-            depth = settings['depths'][i]
-            self.stages.append(RAVLTStage(
-                in_dim=self.embed_dims[i - 1] if i else None, dim=self.embed_dims[i],
-                depth=depth, num_heads=self.num_heads[i], mlp_ratio=settings['mlp_ratios'][i],
-                attn_type=attn_types[i], drop_paths=block_rates[first_block:first_block + depth],
-                layer_scale_init_value=settings['layer_scale_init_values'][i],
-                norm_layer=norm_layer, rala_impl=rala_impl, with_cp=with_cp))
-            first_block += depth
-        # Only the returned stages get a norm: an unused one would break DDP's gradient check.
-        self.out_norms = nn.ModuleDict(
-            {str(i): LayerNorm2d(self.embed_dims[i], eps=LN_EPS) for i in out_indices}
-            if out_norm else {})
+
+        with _device_context(device):
+            self.patch_embed = PatchEmbed(in_channels, self.embed_dims[0], norm_layer)
+            stages = []
+            first_block = 0
+            for i in range(num_stages):
+                depth = settings['depths'][i]
+                stages.append(RAVLTStage(
+                    in_dim=self.embed_dims[i - 1] if i else None, dim=self.embed_dims[i],
+                    depth=depth, num_heads=self.num_heads[i],
+                    mlp_ratio=settings['mlp_ratios'][i], attn_type=attn_types[i],
+                    drop_paths=block_rates[first_block:first_block + depth],
+                    layer_scale_init_value=settings['layer_scale_init_values'][i],
+                    norm_layer=norm_layer, rala_impl=rala_impl, with_cp=with_cp))
+                first_block += depth
+            # A Sequential, so that timm's FeatureListNet can run the stages one by one.
+            self.stages = nn.Sequential(*stages)
+            # Only the returned stages get a norm: an unused one would break DDP's gradient
+            # check.
+            self.out_norms = nn.ModuleDict(
+                {str(i): LayerNorm2d(self.embed_dims[i], eps=LN_EPS) for i in out_indices}
+                if out_norm else {})
+        self.feature_info = [dict(num_chs=dim, reduction=2 ** (i + 2), module=f'stages.{i}')
+                             for i, dim in enumerate(self.embed_dims)]
+        self.num_features = self.embed_dims[-1]
         self.apply(self._init_weights)
+        if dtype is not None:
+            self.to(dtype=dtype)
         self._freeze_stages()
 
     @staticmethod
@@ -297,6 +364,11 @@ class RAVLT(nn.Module):
                 nn.init.zeros_(module.bias)
 
     @property
+    def in_channels(self) -> int:
+        """OpenMMLab's name for ``in_chans``."""
+        return self.in_chans
+
+    @property
     def with_cp(self) -> bool:
         return all(stage.with_cp for stage in self.stages)
 
@@ -305,13 +377,20 @@ class RAVLT(nn.Module):
         for stage in self.stages:
             stage.with_cp = enabled
 
-    def set_rala_impl(self, impl: str):
-        """Switch every RALA block to ``impl`` (``'auto'``, ``'torch'`` or ``'triton'``)."""
-        if impl not in RALA_IMPLS:
-            raise ValueError(f'unknown rala_impl {impl!r}; choose one of {RALA_IMPLS}.')
-        for module in self.modules():
-            if isinstance(module, RAVLTAttention):
-                module.rala_impl = impl
+    def set_grad_checkpointing(self, enable: bool = True):
+        """timm's name for ``with_cp``: activation checkpointing per block."""
+        self.with_cp = enable
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer-wise lr decay: the stem, then stage by stage
+        (coarse) or block by block, each downsampler with its stage's first block."""
+        return dict(
+            stem=r'^patch_embed',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^out_norms\.(\d+)', (99999,)),
+            ])
 
     def _frozen_modules(self):
         if self.frozen_stages >= 0:
@@ -336,68 +415,166 @@ class RAVLT(nn.Module):
                     module.eval()
         return self
 
-    def _check_input(self, x):
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'RAVLT expects images of shape (B, {self.in_channels}, H, W), got '
-                             f'{tuple(x.shape)}; fix the data pipeline, or build the backbone '
-                             'with in_channels matching the data (and train or convert the stem).')
+    def forward_intermediates(self, x, indices=None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False):
+        """timm's feature API: the outputs of the stages in ``indices``.
 
-    def forward_stages(self, x):
-        """Outputs of every stage (before the out norms)."""
-        self._check_input(x)
-        x = self.patch_embed(x)
-        outs = []
-        for stage in self.stages:
+        Args:
+            indices: ``None`` for every stage, an int n for the last n, or stage indices.
+            norm: pass each output through its stage's out norm, where there is one (the
+                dense backbone's ``out_norms``; the classifier has none).
+            stop_early: run no stage after the last one asked for.
+            output_fmt: only ``'NCHW'``: every RAVLT tensor is channels-first.
+            intermediates_only: return only the list of outputs.
+
+        Returns:
+            ``(x, intermediates)``, ``x`` being the output of the last stage run (that of
+            ``forward_features`` unless ``stop_early`` ends sooner), or ``intermediates``.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"RAVLT's features are channels-first; output_fmt must be 'NCHW', "
+                             f'got {output_fmt!r}.')
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        x = self.patch_embed(_checked_images(x, self.in_chans))
+        intermediates = []
+        for i, stage in enumerate(self.stages):
+            if stop_early and i > max_index:
+                break
             x = stage(x)
-            outs.append(x)
-        return outs
+            if i in take_indices:
+                normed = norm and str(i) in self.out_norms
+                intermediates.append(self.out_norms[str(i)](x) if normed else x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False,
+                                  prune_head: bool = True):
+        """timm's feature API: drop the stages after the last of ``indices``.
+
+        ``out_indices`` becomes the kept indices, with their out norms unless ``prune_norm``
+        drops them all. ``prune_head`` concerns the classifier. Returns the kept indices.
+        """
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        self.num_features = self.embed_dims[max_index]
+        self.out_indices = tuple(sorted(set(take_indices)))
+        kept_norms = set() if prune_norm else {str(i) for i in self.out_indices}
+        self.out_norms = nn.ModuleDict(
+            {name: norm for name, norm in self.out_norms.items() if name in kept_norms})
+        return take_indices
 
     def forward(self, x):
-        outs = self.forward_stages(x)
-        return tuple(self.out_norms[str(i)](outs[i]) if str(i) in self.out_norms else outs[i]
-                     for i in self.out_indices)
+        return tuple(self.forward_intermediates(x, self.out_indices, norm=True, stop_early=True,
+                                                intermediates_only=True))
 
 
 class ClassifierHead(nn.Module):
-    """The authors' head: 1x1 conv to ``hidden_dim``, BN, Swish, global average pool,
-    then a 1x1 conv (here the equivalent ``nn.Linear``) to the classes."""
+    """The authors' ImageNet head: 1x1 conv to ``hidden_dim``, BN, Swish, global pool, then
+    a linear layer to the classes (the authors' 1x1 conv classifier, as ``nn.Linear``).
 
-    def __init__(self, in_dim, hidden_dim=1024, num_classes=1000, norm_layer=None, drop_rate=0.0):
+    ``pool_type`` is timm's global pooling; ``'avg'`` is the authors'. With ``''`` nothing
+    is pooled and each layer runs per pixel, as in timm's MobileNetV3 head: the output is
+    the (B, hidden_dim, H, W) map after conv, BN and Swish, or per-pixel logits when there
+    are classes. ``hidden_dim=0`` leaves out the conv, BN and Swish.
+    """
+
+    def __init__(self, in_dim, hidden_dim=1024, num_classes=1000, norm_layer=None,
+                 drop_rate=0.0, pool_type='avg'):
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
-        self.proj = nn.Conv2d(in_dim, hidden_dim, 1)
-        self.norm = norm_layer(hidden_dim)
-        self.act = nn.SiLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        if hidden_dim:
+            self.proj = nn.Conv2d(in_dim, hidden_dim, 1)
+            self.norm = norm_layer(hidden_dim)
+            self.act = nn.SiLU()
+        else:
+            self.proj, self.norm, self.act = nn.Identity(), nn.Identity(), nn.Identity()
+        self.hidden_dim = hidden_dim or in_dim
         self.drop = nn.Dropout(drop_rate)
-        self.num_features = hidden_dim
-        self.fc = nn.Linear(hidden_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset(num_classes, pool_type)
 
-    def reset(self, num_classes):
-        self.fc = (nn.Linear(self.num_features, num_classes) if num_classes > 0
-                   else nn.Identity())
+    def reset(self, num_classes: int, pool_type: str | None = None, device=None, dtype=None):
+        """A new classifier for ``num_classes`` (0: none); new pooling if ``pool_type`` is
+        given."""
+        if pool_type is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
+        self.num_features = self.hidden_dim * self.global_pool.feat_mult()
+        self.fc = (nn.Linear(self.num_features, num_classes, device=device, dtype=dtype)
+                   if num_classes > 0 else nn.Identity())
 
     def forward(self, x, pre_logits: bool = False):
-        x = self.pool(self.act(self.norm(self.proj(x)))).flatten(1)
-        return x if pre_logits else self.fc(self.drop(x))
+        x = self.global_pool(self.act(self.norm(self.proj(x))))
+        if pre_logits:
+            return x
+        x = self.drop(x)
+        if self.global_pool.is_identity():
+            return self.fc(x.movedim(1, -1)).movedim(-1, 1)   # channels-first, per pixel
+        return self.fc(x)
+
+
+# The input conv and the classifier, by the names timm's pretrained cfgs give them.
+FIRST_CONV = 'patch_embed.proj.0'
+CLASSIFIER = 'head.fc'
+
+
+def checkpoint_filter_fn(state_dict, model: nn.Module, source: str = 'checkpoint'):
+    """timm's weight filter: an ImageNet checkpoint as ``model``'s complete state dict.
+
+    Takes the authors' file as loaded (or its state dict, or an mmrala one) and maps the
+    names. As timm does, the stem is adapted to ``model.in_chans`` and a classifier of
+    another class count is replaced, here by ``model``'s own ``head.fc``. Any other
+    missing, unexpected or misshapen weight raises ``CheckpointError`` naming the keys.
+    """
+    state = extract_state_dict(state_dict)
+    if is_official_layout(state):
+        state = convert_official_state_dict(state)
+    model_state = model.state_dict()
+    stem = f'{FIRST_CONV}.weight'
+    if stem in state and stem in model_state and state[stem].shape[1] != model.in_chans:
+        state[stem] = adapt_input_conv(model.in_chans, state[stem])
+    classifier = f'{CLASSIFIER}.'
+    fc_fits = all(name in model_state and model_state[name].shape == value.shape
+                  for name, value in state.items() if name.startswith(classifier))
+    if not fc_fits:
+        state = {k: v for k, v in state.items() if not k.startswith(classifier)}
+        state.update((k, v) for k, v in model_state.items() if k.startswith(classifier))
+    state, _ = check_backbone_state_dict(model_state, state, source=source)
+    return state
 
 
 class RAVLTClassifier(RAVLT):
-    """RAVLT with the ImageNet head (timm-style ``forward_features`` / ``forward_head``)."""
+    """RAVLT with the authors' ImageNet head, following timm's model API.
 
-    def __init__(self, arch='t', num_classes: int = 1000, head_hidden_dim: int = 1024,
-                 drop_rate: float = 0.0, in_chans: int = 3, **kwargs):
+    ``forward_features`` returns the last stage's map, of ``num_features`` channels (512;
+    640 for L). ``forward_head`` runs :class:`ClassifierHead`, whose pooled width is
+    ``head_hidden_size`` (1024). ``global_pool=''`` keeps the map unpooled.
+
+    Args:
+        num_classes: classes of the classifier; 0 for none (``forward`` then returns the
+            pooled features, or the unpooled map with ``global_pool=''``).
+        global_pool: timm's pooling type; ``'avg'`` is the authors'.
+        head_hidden_size: width of the head's 1x1 conv (the authors' 1024).
+        drop_rate: dropout before the classifier.
+        in_chans: channels of the input image (``in_channels`` is accepted too).
+        **kwargs: the other arguments of :class:`RAVLT`.
+    """
+
+    def __init__(self, arch='t', num_classes: int = 1000, global_pool: str = 'avg',
+                 head_hidden_size: int = 1024, drop_rate: float = 0.0, in_chans: int = 3,
+                 **kwargs):
         kwargs.setdefault('out_indices', (-1,))
         kwargs.setdefault('out_norm', False)
         super().__init__(arch, in_channels=kwargs.pop('in_channels', in_chans), **kwargs)
         self.num_classes = num_classes
-        self.head = ClassifierHead(self.embed_dims[-1], head_hidden_dim, num_classes,
-                                   kwargs.get('norm_layer'), drop_rate)
-        self.num_features = self.head_hidden_size = head_hidden_dim
+        with _device_context(kwargs.get('device')):
+            self.head = ClassifierHead(self.num_features, head_hidden_size, num_classes,
+                                       kwargs.get('norm_layer'), drop_rate, global_pool)
         self.head.apply(self._init_weights)
+        if kwargs.get('dtype') is not None:
+            self.head.to(dtype=kwargs['dtype'])
+        self.head_hidden_size = self.head.num_features
 
     def forward_features(self, x):
-        return self.forward_stages(x)[-1]
+        return self.stages(self.patch_embed(_checked_images(x, self.in_chans)))
 
     def forward_head(self, x, pre_logits: bool = False):
         return self.head(x, pre_logits=pre_logits)
@@ -405,9 +582,39 @@ class RAVLTClassifier(RAVLT):
     def get_classifier(self):
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool=None):
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None):
         self.num_classes = num_classes
-        self.head.reset(num_classes)
+        self.head.reset(num_classes, global_pool, **_factory_kwargs(self))
+        self.head_hidden_size = self.head.num_features
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False,
+                                  prune_head: bool = True):
+        take_indices = super().prune_intermediate_layers(indices, prune_norm, prune_head)
+        if prune_head:
+            # The head's conv reads the last stage's channels, which may be gone: the whole
+            # head goes, as MobileNetV3's conv head does in timm.
+            self.head = ClassifierHead(self.num_features, hidden_dim=0, num_classes=0,
+                                       pool_type='')
+            self.num_classes = 0
+            self.head_hidden_size = self.num_features
+        return take_indices
+
+    def load_pretrained(self, checkpoint_path):
+        """Load an ImageNet file strictly (see :func:`checkpoint_filter_fn`).
+
+        timm calls this for ``pretrained=True`` (the default cfgs set ``custom_load``), so
+        the file is read by mmrala's weights-only loader.
+        """
+        checkpoint_path = os.fspath(checkpoint_path)
+        if not os.path.isfile(checkpoint_path):
+            origin = (getattr(self, 'pretrained_cfg', {}).get('origin_url')
+                      or "the authors' release")
+            raise FileNotFoundError(
+                f'no weights file at {checkpoint_path!r}. Download it from {origin} and pass '
+                "timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=PATH)).")
+        state = checkpoint_filter_fn(load_checkpoint_file(checkpoint_path), self,
+                                     source=checkpoint_path)
+        self.load_state_dict(state)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))

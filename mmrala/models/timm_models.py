@@ -1,81 +1,64 @@
-"""``timm.create_model('ravlt_s', num_classes=...)`` for the four released variants.
+"""The four released RAVLT variants in timm's registry: ``timm.create_model('ravlt_s')``.
 
-The weights are not on a model hub: download the authors' file and pass it with
-``pretrained=True, pretrained_cfg_overlay=dict(file='RAVLT_S.pth')``; it is converted
-on the fly and loaded strictly.
+The authors publish their ImageNet weights as files (``RAVLT_T.pth`` ... ``RAVLT_L.pth``),
+not as timm hub entries. Each default cfg names its file: ``pretrained=True`` reads it from
+the working directory, ``pretrained_cfg_overlay=dict(file=PATH)`` from anywhere else. The
+cfgs set timm's ``custom_load``, so timm hands the path to
+:meth:`~mmrala.models.RAVLTClassifier.load_pretrained`: mmrala's weights-only loader reads
+it, :func:`~mmrala.models.ravlt.checkpoint_filter_fn` maps the names, and it loads strictly.
 """
 from __future__ import annotations
 
-from timm.models import register_model
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..convert import (
-    check_backbone_state_dict,
-    convert_official_state_dict,
-    extract_state_dict,
-    is_official_layout,
-    load_checkpoint_file,
-)
-from .ravlt import RAVLTClassifier
+from .ravlt import CLASSIFIER, FIRST_CONV, RAVLTClassifier, checkpoint_filter_fn
 
-IMAGENET_CFG = dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.9,
-                    interpolation='bicubic', mean=(0.485, 0.456, 0.406),
-                    std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj.0',
-                    classifier='head.fc', num_classes=1000)
+__all__ = ['default_cfgs', 'ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_l']
 
 
-def _create_ravlt(variant, pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None,
-                  **kwargs):
-    kwargs.pop('cache_dir', None)   # timm's hub cache; the weights come from a local file
-    if kwargs.pop('features_only', False):
-        raise ValueError(f'ravlt_{variant}: features_only is not supported through timm; build '
-                         'mmrala.models.RAVLT(arch=...) for multi-scale features.')
-    model = RAVLTClassifier(variant, **kwargs)
-    model.pretrained_cfg = model.default_cfg = dict(IMAGENET_CFG, architecture=f'ravlt_{variant}')
-    if pretrained:
-        checkpoint = (pretrained_cfg_overlay or {}).get('file')
-        if not checkpoint:
-            raise ValueError(
-                f"ravlt_{variant}: the authors' weights are not on a model hub. Download "
-                f'RAVLT_{variant.upper()}.pth from their release and pass '
-                f"pretrained_cfg_overlay=dict(file='RAVLT_{variant.upper()}.pth').")
-        load_official_classifier(model, checkpoint)
-    return model
+def _cfg(file, **kwargs):
+    return dict(
+        file=file, custom_load=True, num_classes=1000, input_size=(3, 224, 224),
+        pool_size=(7, 7), crop_pct=0.9, interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD, first_conv=FIRST_CONV, classifier=CLASSIFIER,
+        paper_name='Breaking the Low-Rank Dilemma of Linear Attention',
+        paper_ids='arXiv:2411.07635', origin_url='https://github.com/qhfan/RALA', **kwargs)
 
 
-def load_official_classifier(model: RAVLTClassifier, checkpoint_path):
-    """Load an authors' (or converted) ImageNet file into ``model`` strictly.
+default_cfgs = generate_default_cfgs({
+    f'ravlt_{variant}.in1k': _cfg(f'RAVLT_{variant.upper()}.pth') for variant in 'tsbl'})
 
-    A classifier whose class count differs from the file keeps its own ``head.fc``.
-    """
-    state = extract_state_dict(load_checkpoint_file(checkpoint_path))
-    if is_official_layout(state):
-        state = convert_official_state_dict(state)
-    model_state = model.state_dict()
-    fc_fits = all(k in model_state and model_state[k].shape == v.shape
-                  for k, v in state.items() if k.startswith('head.fc.'))
-    if not fc_fits:
-        state = {k: v for k, v in state.items() if not k.startswith('head.fc.')}
-        model_state = {k: v for k, v in model_state.items() if not k.startswith('head.fc.')}
-    state, _ = check_backbone_state_dict(model_state, state, source=str(checkpoint_path))
-    model.load_state_dict(state, strict=False)
-    return model
+
+def _create_ravlt(variant, pretrained=False, **kwargs) -> RAVLTClassifier:
+    overlay = kwargs.get('pretrained_cfg_overlay') or {}
+    if overlay.get('file'):
+        # timm >= 1.0.30 resets custom_load when an overlay names a file; keep it, so that
+        # the file is still read by mmrala's weights-only loader and checked strictly.
+        kwargs['pretrained_cfg_overlay'] = dict(overlay, custom_load=overlay.get('custom_load',
+                                                                                 True))
+    return build_model_with_cfg(
+        RAVLTClassifier, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+        arch=variant, **kwargs)
 
 
 @register_model
 def ravlt_t(pretrained=False, **kwargs) -> RAVLTClassifier:
-    return _create_ravlt('t', pretrained, **kwargs)
+    return _create_ravlt('ravlt_t', pretrained, **kwargs)
 
 
 @register_model
 def ravlt_s(pretrained=False, **kwargs) -> RAVLTClassifier:
-    return _create_ravlt('s', pretrained, **kwargs)
+    return _create_ravlt('ravlt_s', pretrained, **kwargs)
 
 
 @register_model
 def ravlt_b(pretrained=False, **kwargs) -> RAVLTClassifier:
-    return _create_ravlt('b', pretrained, **kwargs)
+    return _create_ravlt('ravlt_b', pretrained, **kwargs)
 
 
 @register_model
 def ravlt_l(pretrained=False, **kwargs) -> RAVLTClassifier:
-    return _create_ravlt('l', pretrained, **kwargs)
+    return _create_ravlt('ravlt_l', pretrained, **kwargs)

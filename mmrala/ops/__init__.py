@@ -1,36 +1,21 @@
-"""The RALA attention op. Imports only torch (and triton, when it is installed)."""
+"""The RALA attention ops: the core and the gated layer. Imports only torch (and triton)."""
 from __future__ import annotations
 
 import torch
 
-from .rala_reference import rala_attention_reference
+from .rala_layer import (
+    RALA_IMPLS,
+    _triton_usable,  # noqa: F401  (what 'auto' asks; tests probe it)
+    load_kernels,
+    rala_gated_attention,
+    select_impl,
+)
+from .rala_reference import authors_rope_phase, rala_attention_authors, rala_attention_reference
 from .rope import apply_rope, rope_angle, rope_frequencies, rope_pair_phases, rope_tables
 
-RALA_IMPLS = ('auto', 'torch', 'triton')
-
-__all__ = ['RALA_IMPLS', 'apply_rope', 'rala_attention', 'rala_attention_reference',
+__all__ = ['RALA_IMPLS', 'apply_rope', 'authors_rope_phase', 'rala_attention',
+           'rala_attention_authors', 'rala_attention_reference', 'rala_gated_attention',
            'rope_angle', 'rope_frequencies', 'rope_pair_phases', 'rope_tables']
-
-
-def _fused_rala_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
-    # Imported on first use: triton is optional, and slow to import.
-    try:
-        from . import rala_triton
-    except ImportError as err:
-        raise RuntimeError(
-            "rala_attention(impl='triton') needs the triton package, which failed to import "
-            f"({err}); install triton or use impl='torch'.") from err
-    return rala_triton.rala_attention_triton(qkv, num_heads)
-
-
-def _triton_usable(qkv: torch.Tensor) -> bool:
-    if not qkv.is_cuda:
-        return False
-    try:
-        from . import rala_triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def rala_attention(qkv: torch.Tensor, num_heads: int, impl: str = 'auto') -> torch.Tensor:
@@ -44,10 +29,6 @@ def rala_attention(qkv: torch.Tensor, num_heads: int, impl: str = 'auto') -> tor
         impl: ``'torch'`` for the reference, ``'triton'`` for the fused kernel, ``'auto'``
             for triton on CUDA tensors and the reference otherwise.
     """
-    if impl not in RALA_IMPLS:
-        raise ValueError(f'unknown RALA impl {impl!r}; choose one of {RALA_IMPLS}.')
-    if impl == 'auto':
-        impl = 'triton' if _triton_usable(qkv) else 'torch'
-    if impl == 'torch':
+    if select_impl(impl, qkv) == 'torch':
         return rala_attention_reference(qkv, num_heads)
-    return _fused_rala_attention(qkv, num_heads)
+    return load_kernels('rala_attention').rala_attention_triton(qkv, num_heads)

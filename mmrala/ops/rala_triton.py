@@ -1,4 +1,4 @@
-"""Fused Triton kernels for the RALA core (spec RALA_KERNEL.md), forward and backward.
+"""Fused Triton kernels for the RALA core (docs/rala_kernel.md), forward and backward.
 
 Per (image, head), with phi = elu + 1 and c = d ** -0.5, the convex form is
 
@@ -10,13 +10,13 @@ Per (image, head), with phi = elu + 1 and c = d ** -0.5, the convex form is
 Every pass streams tokens in their channel-first layout straight out of the qkvo conv
 output, one (image, head, chunk of tokens) per program:
 
-    forward   F1  Q0        -> per-chunk sums of Q               (qm)
+    forward   F1  Q0        -> per-chunk sums of Q; the last program: qm
               F2  K0, V     -> per-chunk online-softmax partials (S, km, max, sum)
               combine       -> S, km, lse in a fixed chunk order
               F3  Q0        -> O
     backward  B1  Q0, G     -> per-chunk partials of dS, dkm
               combine       -> dS, dkm
-              B2  K0, V     -> dK0, dV, per-chunk partials of dqm
+              B2  K0, V     -> dK0, dV, per-chunk partials of dqm; the last program: dqm
               B3  Q0, G     -> dQ0
 
 Layout. A head's d channels are read as two strided (d/2 x BLOCK_L) tiles, the even and
@@ -24,19 +24,25 @@ the odd channels, so RoPE is a pair of elementwise rotations and never a shuffle
 (d x d) state S is kept as its even-row and odd-row blocks; saved vectors (qm, km) are
 stored de-interleaved, [even channels | odd channels].
 
+Memory access. Chunks are whole tiles and every pass runs its whole tiles unmasked
+and at most one masked tail tile. When every token row starts on a 16-byte boundary
+(ALIGN, see _vector_width) the kernels are told so, and half-precision tokens move as
+16-byte vectors in the body and the tail alike.
+
 Numerics. Elementwise maths and every accumulator are fp32. ``tl.dot`` takes operands
 in the input dtype for bf16 / fp16 inputs, and 3xTF32 (or TF32 when torch's fp32 matmul
-precision allows it) for fp32 inputs; see _dot_config. The small state matrices enter
-a dot scaled by an exact power of two, so that fp16 operands cannot overflow however
-large dS grows under a loss scaler.
+precision allows it) for fp32 inputs; see _dot_config. Operands that can leave fp16's
+range (the state matrices under a loss scaler, the attention weights ~ 1/L) enter a
+dot scaled by an exact power of two.
 
 Determinism. The chunking is a function of L alone, every chunk writes its own
 partial and the partials are combined in a fixed order: no float atomics anywhere, so
-repeated runs are bitwise identical. Nothing is specialised on L, H or W (they are
-``do_not_specialize``); the autotune key is the head dim and a power-of-two bucket of L.
+repeated runs are bitwise identical. The selectable configs differ only in software
+pipelining, which does not reorder arithmetic, so every config gives the same bits.
+Nothing is specialised on L, H or W (they are ``do_not_specialize``) beyond ALIGN.
 
 Under ``TRITON_INTERPRET=1`` (read by ``triton.jit`` when this module is imported),
-the kernels run on the CPU for testing: a single autotune config, and dot operands
+the kernels run on the CPU for testing: 64-token tiles, and dot operands
 rounded to the input dtype but multiplied in fp32, because the interpreter computes
 bf16 dots and arithmetic on raw bits.
 """
@@ -65,39 +71,54 @@ KERNELS_INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 128
 
-# Chunking of the token axis: about TARGET_CHUNKS programs per (image, head), so that a
-# single high-resolution image still fills a GPU, each program streaming at least
-# MIN_CHUNK_TOKENS tokens so that the (d x d) partials stay small next to the tokens
-# read. A power of two and a function of L only: same L, same chunks, same rounding.
+# Chunking of the token axis: at least TARGET_CHUNKS programs per (image, head) once L
+# allows, each streaming at least MIN_CHUNK_TOKENS tokens. RAVLT-S's stage 1 (B = 2,
+# 1 head, 200 x 336) runs 264 programs and its stage 2 (B = 2, 2 heads, 100 x 168) 528:
+# two or more per SM on 108- and 132-SM GPUs. Smaller chunks would add programs but
+# also (d x d) partials: at 256 tokens a chunk's partial is a quarter of its tokens.
+# A power of two (the largest not above L / TARGET_CHUNKS) and a function of L only:
+# same L, same chunks, same rounding.
 TARGET_CHUNKS = 128
-MIN_CHUNK_TOKENS = 256
+MIN_CHUNK_TOKENS = 128
 MAX_CHUNK_TOKENS = 8192
 
 # The combine kernels read this many chunk partials per load, which keeps loads in
-# flight instead of one dependent load per chunk.
+# flight instead of one dependent load per chunk, and give each program BLOCK_FLAT
+# entries of the (d * d + d) state: 65 programs per (image, head) at d = 64.
 COMBINE_CHUNK_BLOCK = 16
-COMBINE_BLOCK_FLAT = 256
+COMBINE_BLOCK_FLAT = 64
 
 # Arguments that change with the image size. Left unspecialised, a new H x W never
-# triggers a recompile (detection sees a new one almost every image).
-_SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks', 'l_bucket',
-               'stride_qkv_b', 'stride_out_b', 'stride_grad_b']
+# triggers a recompile (detection sees a new one almost every image); what alignment
+# they allow reaches the kernels as the one constexpr ALIGN instead.
+_SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks',
+               'stride_qkv_b', 'stride_out_b', 'stride_grad_b',
+               'stride_qkv_c', 'stride_out_c', 'stride_grad_c']
 
-
-def _token_pass_configs():
-    if KERNELS_INTERPRETED:
-        # The interpreter cannot benchmark (no driver); one config skips autotuning.
-        return [triton.Config({}, num_warps=4, num_stages=1)]
-    return [triton.Config({}, num_warps=warps, num_stages=stages)
-            for warps in (4, 8) for stages in (1, 2)]
+# Launch options of each token pass: (BLOCK_L, num_warps, num_stages), for head dims up
+# to 64 and above 64 (padded to 128 channels). One pinned choice per pass and head dim,
+# not an autotuned one: the tile size and the number of warps set how the sums over
+# tokens are split and ordered, so a choice that varied between processes or GPUs would
+# change the bits of the result. Each entry is the fastest-looking choice that compiles
+# without register spills for sm_80 and sm_90 in bf16 and fp16, as shown by
+# tools/rala_kernel_report.py (and asserted by tests/test_rala_triton.py).
+PASS_TILING = {
+    'F1': ((64, 4, 2), (64, 4, 2)),
+    'F2': ((32, 8, 2), (16, 8, 2)),
+    'F3': ((32, 8, 2), (16, 8, 2)),
+    'B1': ((16, 8, 2), (16, 8, 2)),
+    'B2': ((16, 8, 2), (8, 8, 2)),
+    'B3': ((32, 8, 2), (8, 8, 2)),
+}
+# The interpreter runs every pass in 64-token tiles: several tiles per chunk, so the
+# loops and ragged tails run in the CPU tests, without making them slower than needed.
+INTERPRETER_TILING = (64, 4, 1)
 
 
 def _token_pass(fn):
-    """Autotune only warps and stages: the tile size is fixed per head dim so that the
-    order of the in-chunk sums, and so the rounding, does not depend on the winner."""
-    jitted = triton.jit(fn, do_not_specialize=[name for name in _SHAPE_ARGS
-                                                if name in fn.__code__.co_varnames])
-    return triton.autotune(configs=_token_pass_configs(), key=['HEAD_DIM', 'l_bucket'])(jitted)
+    """triton.jit, leaving every size and stride argument unspecialised."""
+    return triton.jit(fn, do_not_specialize=[name for name in _SHAPE_ARGS
+                                             if name in fn.__code__.co_varnames])
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,19 +137,68 @@ def _phi_grad(x):
 
 
 @triton.jit
-def _load_pair_rows(base, stride_c, pairs, tokens, mask):
-    """The even and the odd channels of a head as two (PAIRS_PAD, BLOCK_L) fp32 tiles."""
-    offsets = (2 * pairs)[:, None] * stride_c + tokens[None, :]
-    even = tl.load(base + offsets, mask=mask, other=0.0).to(tl.float32)
-    odd = tl.load(base + offsets + stride_c, mask=mask, other=0.0).to(tl.float32)
-    return even, odd
+def _channel_offset(image, stride_b, channel, stride_c):
+    """Element offset of the first token of (image, channel)."""
+    return image.to(tl.int64) * stride_b + channel * stride_c
 
 
 @triton.jit
-def _store_pair_rows(base, stride_c, pairs, tokens, mask, even, odd):
-    offsets = (2 * pairs)[:, None] * stride_c + tokens[None, :]
-    tl.store(base + offsets, even.to(base.dtype.element_ty), mask=mask)
-    tl.store(base + offsets + stride_c, odd.to(base.dtype.element_ty), mask=mask)
+def _strides(stride_b, stride_c, ALIGN: tl.constexpr):
+    """Batch and channel strides in elements from the launch's, given in units of ALIGN.
+
+    Passing them in whole vectors is how the kernels learn that every token row is
+    16-byte aligned: products with the constant ALIGN carry that divisibility into
+    every address, where a hint on a kernel argument would not reach.
+    """
+    return stride_b.to(tl.int64) * ALIGN, stride_c * ALIGN
+
+
+@triton.jit
+def _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L: tl.constexpr, ALIGN: tl.constexpr):
+    """(start, end of the whole tiles, stop) of a chunk's tokens.
+
+    Chunks are whole tiles, so every tile starts at a multiple of BLOCK_L; the tokens from
+    the last whole tile to ``stop`` form at most one masked tail tile. When aligned,
+    L is a multiple of ALIGN and so is ``stop``: the tail's mask then holds its value over
+    every group of ALIGN tokens and its accesses stay as wide as the body's.
+    """
+    start = tl.multiple_of(chunk * chunk_tokens, BLOCK_L)
+    stop = tl.minimum(start + chunk_tokens, num_tokens)
+    if ALIGN > 1:
+        stop = tl.multiple_of(stop, ALIGN)
+    return start, start + (stop - start) // BLOCK_L * BLOCK_L, stop
+
+
+@triton.jit
+def _tile_tokens(first, BLOCK_L: tl.constexpr):
+    return tl.max_contiguous(tl.multiple_of(first + tl.arange(0, BLOCK_L), BLOCK_L), BLOCK_L)
+
+
+@triton.jit
+def _tile_masks(rows_ok, tokens, stop, MASKED: tl.constexpr):
+    """(tokens_ok, mask of the (row, token) tile). Unmasked tiles only mask padded rows,
+    a mask that is constant along the tokens and so keeps the accesses vectorised."""
+    if MASKED:
+        tokens_ok = tokens < stop
+    else:
+        tokens_ok = tl.full(tokens.shape, 1, tl.int1)
+    return tokens_ok, rows_ok[:, None] & tokens_ok[None, :]
+
+
+@triton.jit
+def _load_pair_rows(base, even_rows, odd_rows, tokens, mask):
+    """The even and the odd channels of a head as two (PAIRS_PAD, BLOCK_L) fp32 tiles."""
+    even = tl.load(base + even_rows[:, None] + tokens[None, :], mask=mask, other=0.0)
+    odd = tl.load(base + odd_rows[:, None] + tokens[None, :], mask=mask, other=0.0)
+    return even.to(tl.float32), odd.to(tl.float32)
+
+
+@triton.jit
+def _store_pair_rows(base, even_rows, odd_rows, tokens, mask, even, odd):
+    tl.store(base + even_rows[:, None] + tokens[None, :], even.to(base.dtype.element_ty),
+             mask=mask)
+    tl.store(base + odd_rows[:, None] + tokens[None, :], odd.to(base.dtype.element_ty),
+             mask=mask)
 
 
 @triton.jit
@@ -149,16 +219,21 @@ def _rope_phases(table, pairs, tokens, mask, height, width, QUARTER: tl.constexp
 
 
 @triton.jit
-def _power_of_two_scale(x):
-    """2 ** floor(log2(max |x|)), exactly, read off the exponent bits (1 for x == 0).
+def _power_of_two(x):
+    """2 ** floor(log2 |x|) elementwise, exactly, read off the exponent bits (1 for x == 0).
 
-    Dividing a state matrix by it before a half-precision dot and multiplying the
-    product back is exact, and keeps fp16 operands in range.
+    Dividing a dot operand by it and multiplying the product back is exact, and keeps
+    half-precision operands clear of fp16's overflow and underflow.
     """
-    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
-    exponent_bits = amax.to(tl.int32, bitcast=True) & 0x7F800000
+    exponent_bits = x.to(tl.int32, bitcast=True) & 0x7F800000
     scale = exponent_bits.to(tl.float32, bitcast=True)
     return tl.where(scale > 0.0, scale, 1.0)
+
+
+@triton.jit
+def _power_of_two_scale(x):
+    """_power_of_two of max |x| over a 2-D tile."""
+    return _power_of_two(tl.max(tl.max(tl.abs(x), axis=1), axis=0))
 
 
 @triton.jit
@@ -229,61 +304,148 @@ def _load_scaled_state(state_base, pairs, dims, like_ptr, HEAD_DIM: tl.constexpr
 @triton.jit
 def _sum_over_chunks(base, num_chunks, row_len, cols, cols_ok,
                      WIDTH: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
-    """sum_c base[c, cols] over the chunk partials of one (image, head), in fixed order."""
+    """sum_c base[c, cols] over the chunk partials of one (image, head), in fixed order.
+
+    Read through L2 (.cg): the partials were written by other programs of this launch.
+    """
     chunks = tl.arange(0, CHUNK_BLOCK)
-    acc = tl.zeros((WIDTH,), dtype=tl.float32)
+    acc = tl.zeros((CHUNK_BLOCK, WIDTH), dtype=tl.float32)
     for first in range(0, num_chunks, CHUNK_BLOCK):
         rows = first + chunks
-        tile = tl.load(base + rows[:, None] * row_len + cols[None, :],
-                       mask=(rows[:, None] < num_chunks) & cols_ok[None, :], other=0.0)
-        acc += tl.sum(tile, axis=0)
-    return acc
+        acc += tl.load(base + rows[:, None] * row_len + cols[None, :],
+                       mask=(rows[:, None] < num_chunks) & cols_ok[None, :], other=0.0,
+                       cache_modifier='.cg')
+    return tl.sum(acc, axis=0)
+
+
+@triton.jit
+def _sum_in_last_program(partials, ticket, num_chunks, out, divisor, pairs, pairs_ok,
+                         HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
+                         CHUNK_BLOCK: tl.constexpr):
+    """The last program of an (image, head) to finish sums its (d,) chunk partials.
+
+    It saves the next pass a launch, and each of its programs from summing every chunk
+    again. Tickets are integers (no float atomics) and the sum runs in chunk order, so
+    the result does not depend on which program comes last. The barrier puts every
+    thread's partial store before the ticket, whose acquire-release order at GPU scope
+    makes all of them visible to the last program. Counting modulo num_chunks keeps the
+    scheme right if a launch is ever repeated on the same buffers (a benchmark's warm-up).
+    """
+    HALF: tl.constexpr = HEAD_DIM // 2
+    tl.debug_barrier()
+    done = tl.atomic_add(ticket, 1, sem='acq_rel', scope='gpu')
+    if done % num_chunks == num_chunks - 1:
+        even = _sum_over_chunks(partials, num_chunks, HEAD_DIM, pairs, pairs_ok,
+                                PAIRS_PAD, CHUNK_BLOCK)
+        odd = _sum_over_chunks(partials + HALF, num_chunks, HEAD_DIM, pairs, pairs_ok,
+                               PAIRS_PAD, CHUNK_BLOCK)
+        tl.store(out + pairs, even / divisor, mask=pairs_ok)
+        tl.store(out + HALF + pairs, odd / divisor, mask=pairs_ok)
 
 
 # ---------------------------------------------------------------------------------------
-# Forward
+# Forward. Each pass is a prologue, a loop of unmasked whole tiles, one masked tail tile
+# (the same tile function, MASKED=True) and an epilogue. Tile functions return what
+# they accumulate; sums over tokens stay (rows x tokens) wide inside the loop and are
+# reduced once in the epilogue.
 # ---------------------------------------------------------------------------------------
+
+@triton.jit
+def _query_sum_tile(q_base, even_rows, odd_rows, pairs_ok, first, stop, acc_even, acc_odd,
+                    BLOCK_L: tl.constexpr, MASKED: tl.constexpr):
+    tokens = _tile_tokens(first, BLOCK_L)
+    _, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
+    q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
+    # phi(0) = 1: padding has to be zeroed after the feature map, not before.
+    acc_even += tl.where(mask, _phi(q0_even), 0.0)
+    acc_odd += tl.where(mask, _phi(q0_odd), 0.0)
+    return acc_even, acc_odd
+
 
 @_token_pass
 def _rala_fwd_query_sum_kernel(
-        qkv, stride_qkv_b, stride_qkv_c, query_sums,
-        num_tokens, chunk_tokens, num_chunks, l_bucket,
+        qkv, stride_qkv_b, stride_qkv_c, query_sums, query_mean, tickets,
+        num_tokens, chunk_tokens, num_chunks,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
-        BLOCK_L: tl.constexpr):
-    """F1: per-chunk sum of phi(Q0), (d,) de-interleaved, into query_sums[bh, chunk]."""
+        BLOCK_L: tl.constexpr, CHUNK_BLOCK: tl.constexpr, ALIGN: tl.constexpr):
+    """F1: per-chunk sums of phi(Q0) into query_sums[bh, chunk], (d,) de-interleaved;
+    the last program of each (image, head) turns them into qm = query_mean[bh]."""
     chunk = tl.program_id(0)
     bh = tl.program_id(1)
     image = bh // NUM_HEADS
     head = bh % NUM_HEADS
-    q_base = qkv + image.to(tl.int64) * stride_qkv_b + (head * HEAD_DIM) * stride_qkv_c
-
+    stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
+    HALF: tl.constexpr = HEAD_DIM // 2
+    q_base = qkv + _channel_offset(image, stride_qkv_b, head * HEAD_DIM, stride_qkv_c)
     pairs = tl.arange(0, PAIRS_PAD)
-    pairs_ok = pairs < HEAD_DIM // 2
-    sum_even = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
-    sum_odd = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
-    start = chunk * chunk_tokens
-    stop = tl.minimum(start + chunk_tokens, num_tokens)
-    for first in range(start, stop, BLOCK_L):
-        tokens = first + tl.arange(0, BLOCK_L)
-        mask = pairs_ok[:, None] & (tokens < stop)[None, :]
-        q0_even, q0_odd = _load_pair_rows(q_base, stride_qkv_c, pairs, tokens, mask)
-        # phi(0) = 1: padding has to be zeroed after the feature map, not before.
-        sum_even += tl.sum(tl.where(mask, _phi(q0_even), 0.0), axis=1)
-        sum_odd += tl.sum(tl.where(mask, _phi(q0_odd), 0.0), axis=1)
+    pairs_ok = pairs < HALF
+    even_rows = 2 * pairs * stride_qkv_c
+    odd_rows = (2 * pairs + 1) * stride_qkv_c
 
-    out = query_sums + (bh * num_chunks + chunk) * HEAD_DIM
-    tl.store(out + pairs, sum_even, mask=pairs_ok)
-    tl.store(out + HEAD_DIM // 2 + pairs, sum_odd, mask=pairs_ok)
+    acc_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+    acc_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+    start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
+    for first in range(start, whole_stop, BLOCK_L):
+        acc_even, acc_odd = _query_sum_tile(q_base, even_rows, odd_rows, pairs_ok, first, stop,
+                                            acc_even, acc_odd, BLOCK_L, False)
+    if whole_stop < stop:
+        acc_even, acc_odd = _query_sum_tile(q_base, even_rows, odd_rows, pairs_ok, whole_stop,
+                                            stop, acc_even, acc_odd, BLOCK_L, True)
+
+    sums = query_sums + bh * num_chunks * HEAD_DIM
+    tl.store(sums + chunk * HEAD_DIM + pairs, tl.sum(acc_even, axis=1), mask=pairs_ok)
+    tl.store(sums + chunk * HEAD_DIM + HALF + pairs, tl.sum(acc_odd, axis=1), mask=pairs_ok)
+    _sum_in_last_program(sums, tickets + bh, num_chunks, query_mean + bh * HEAD_DIM,
+                         num_tokens.to(tl.float32), pairs, pairs_ok, HEAD_DIM, PAIRS_PAD,
+                         CHUNK_BLOCK)
+
+
+@triton.jit
+def _state_tile(k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
+                first, stop, rope_table, height, width, scale, qm_even, qm_odd, like_ptr,
+                running_max, lane_sums, state_even, state_odd, km_even, km_odd,
+                HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr, DOT_MODE: tl.constexpr,
+                FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
+    tokens = _tile_tokens(first, BLOCK_L)
+    tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
+    k0_even, k0_odd = _load_pair_rows(k_base, even_rows, odd_rows, tokens, mask)
+    k_even = tl.where(mask, _phi(k0_even), 0.0)
+    k_odd = tl.where(mask, _phi(k0_odd), 0.0)
+    values_t = tl.load(v_base + dim_rows[None, :] + tokens[:, None],
+                       mask=tokens_ok[:, None] & dims_ok[None, :], other=0.0)
+
+    # Logits in fp32 from fp32 K and qm: a bf16 logit is the reference's main error.
+    logits = scale * (tl.sum(k_even * qm_even[:, None], axis=0)
+                      + tl.sum(k_odd * qm_odd[:, None], axis=0))
+    logits = tl.where(tokens_ok, logits, float('-inf'))
+    # Every tile holds at least one real token, so the running max is finite after the
+    # first tile and exp(running_max - new_max) never sees (-inf) - (-inf).
+    new_max = tl.maximum(running_max, tl.max(logits, axis=0))
+    rescale = tl.exp(running_max - new_max)
+    weights = tl.exp(logits - new_max)
+    lane_sums = lane_sums * rescale + weights
+
+    cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
+    rot_even = (k_even * cos - k_odd * sin) * weights[None, :]
+    rot_odd = (k_odd * cos + k_even * sin) * weights[None, :]
+    values_t = _dot_operand(values_t.to(tl.float32), like_ptr, DOT_MODE)
+    state_even = _mma(_dot_operand(rot_even, like_ptr, DOT_MODE), values_t,
+                      state_even * rescale, DOT_MODE, FP32_PRECISION)
+    state_odd = _mma(_dot_operand(rot_odd, like_ptr, DOT_MODE), values_t,
+                     state_odd * rescale, DOT_MODE, FP32_PRECISION)
+    km_even = km_even * rescale + k_even * weights[None, :]
+    km_odd = km_odd * rescale + k_odd * weights[None, :]
+    return new_max, lane_sums, state_even, state_odd, km_even, km_odd
 
 
 @_token_pass
 def _rala_fwd_state_kernel(
-        qkv, stride_qkv_b, stride_qkv_c, rope_table, query_sums, query_mean,
+        qkv, stride_qkv_b, stride_qkv_c, rope_table, query_mean,
         state_partials, softmax_partials,
-        num_tokens, height, width, chunk_tokens, num_chunks, l_bucket, scale,
+        num_tokens, height, width, chunk_tokens, num_chunks, scale,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
-        DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr, CHUNK_BLOCK: tl.constexpr,
-        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr):
+        DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr, DOT_MODE: tl.constexpr,
+        FP32_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
     """F2: per chunk, the online-softmax partials of S and km, and (max, sum e^(s-max)).
 
     state_partials[bh, chunk] = [S_even (d/2 x d) | S_odd (d/2 x d) | km_even | km_odd],
@@ -293,67 +455,43 @@ def _rala_fwd_state_kernel(
     bh = tl.program_id(1)
     image = bh // NUM_HEADS
     head = bh % NUM_HEADS
-    image_base = qkv + image.to(tl.int64) * stride_qkv_b
-    k_base = image_base + (NUM_HEADS * HEAD_DIM + head * HEAD_DIM) * stride_qkv_c
-    v_base = image_base + (2 * NUM_HEADS * HEAD_DIM + head * HEAD_DIM) * stride_qkv_c
+    stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
+    CHANNELS: tl.constexpr = NUM_HEADS * HEAD_DIM
     HALF: tl.constexpr = HEAD_DIM // 2
+    k_base = qkv + _channel_offset(image, stride_qkv_b, CHANNELS + head * HEAD_DIM,
+                                   stride_qkv_c)
+    v_base = qkv + _channel_offset(image, stride_qkv_b, 2 * CHANNELS + head * HEAD_DIM,
+                                   stride_qkv_c)
 
     pairs = tl.arange(0, PAIRS_PAD)
     pairs_ok = pairs < HALF
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
+    even_rows = 2 * pairs * stride_qkv_c
+    odd_rows = (2 * pairs + 1) * stride_qkv_c
+    dim_rows = dims * stride_qkv_c
+    qm_even = tl.load(query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
+    qm_odd = tl.load(query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
 
-    # Every program re-derives qm from the F1 partials in the same order: bitwise the
-    # same value everywhere, without another launch.
-    sums = query_sums + bh * num_chunks * HEAD_DIM
-    qm_even = _sum_over_chunks(sums, num_chunks, HEAD_DIM, pairs, pairs_ok,
-                               PAIRS_PAD, CHUNK_BLOCK) / num_tokens
-    qm_odd = _sum_over_chunks(sums + HALF, num_chunks, HEAD_DIM, pairs, pairs_ok,
-                              PAIRS_PAD, CHUNK_BLOCK) / num_tokens
-    if chunk == 0:
-        tl.store(query_mean + bh * HEAD_DIM + pairs, qm_even, mask=pairs_ok)
-        tl.store(query_mean + bh * HEAD_DIM + HALF + pairs, qm_odd, mask=pairs_ok)
-
-    running_max = float('-inf')
-    running_sum = 0.0
+    running_max = tl.full((), float('-inf'), tl.float32)
+    lane_sums = tl.zeros((BLOCK_L,), dtype=tl.float32)
     state_even = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
     state_odd = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
-    km_even = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
-    km_odd = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
-    start = chunk * chunk_tokens
-    stop = tl.minimum(start + chunk_tokens, num_tokens)
-    # Every tile holds at least one real token, so the running max is finite after the
-    # first tile and exp(running_max - new_max) never sees (-inf) - (-inf).
-    for first in range(start, stop, BLOCK_L):
-        tokens = first + tl.arange(0, BLOCK_L)
-        tokens_ok = tokens < stop
-        mask = pairs_ok[:, None] & tokens_ok[None, :]
-        k0_even, k0_odd = _load_pair_rows(k_base, stride_qkv_c, pairs, tokens, mask)
-        k_even = tl.where(mask, _phi(k0_even), 0.0)
-        k_odd = tl.where(mask, _phi(k0_odd), 0.0)
-        values_t = tl.load(v_base + dims[None, :] * stride_qkv_c + tokens[:, None],
-                           mask=tokens_ok[:, None] & dims_ok[None, :], other=0.0)
-
-        # Logits in fp32 from fp32 K and qm: a bf16 logit is the reference's main error.
-        logits = scale * (tl.sum(k_even * qm_even[:, None], axis=0)
-                          + tl.sum(k_odd * qm_odd[:, None], axis=0))
-        logits = tl.where(tokens_ok, logits, float('-inf'))
-        new_max = tl.maximum(running_max, tl.max(logits, axis=0))
-        rescale = tl.exp(running_max - new_max)
-        weights = tl.exp(logits - new_max)
-        running_sum = running_sum * rescale + tl.sum(weights, axis=0)
-        running_max = new_max
-
-        cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-        rot_even = (k_even * cos - k_odd * sin) * weights[None, :]
-        rot_odd = (k_odd * cos + k_even * sin) * weights[None, :]
-        values_t = _dot_operand(values_t.to(tl.float32), qkv, DOT_MODE)
-        state_even = _mma(_dot_operand(rot_even, qkv, DOT_MODE), values_t,
-                          state_even * rescale, DOT_MODE, FP32_PRECISION)
-        state_odd = _mma(_dot_operand(rot_odd, qkv, DOT_MODE), values_t,
-                         state_odd * rescale, DOT_MODE, FP32_PRECISION)
-        km_even = km_even * rescale + tl.sum(k_even * weights[None, :], axis=1)
-        km_odd = km_odd * rescale + tl.sum(k_odd * weights[None, :], axis=1)
+    km_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+    km_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+    start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
+    for first in range(start, whole_stop, BLOCK_L):
+        running_max, lane_sums, state_even, state_odd, km_even, km_odd = _state_tile(
+            k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
+            first, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
+            running_max, lane_sums, state_even, state_odd, km_even, km_odd,
+            HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
+    if whole_stop < stop:
+        running_max, lane_sums, state_even, state_odd, km_even, km_odd = _state_tile(
+            k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
+            whole_stop, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
+            running_max, lane_sums, state_even, state_odd, km_even, km_odd,
+            HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     out = state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
@@ -361,11 +499,11 @@ def _rala_fwd_state_kernel(
     block_mask = pairs_ok[:, None] & dims_ok[None, :]
     tl.store(out + block_offsets, state_even, mask=block_mask)
     tl.store(out + HALF * HEAD_DIM + block_offsets, state_odd, mask=block_mask)
-    tl.store(out + HEAD_DIM * HEAD_DIM + pairs, km_even, mask=pairs_ok)
-    tl.store(out + HEAD_DIM * HEAD_DIM + HALF + pairs, km_odd, mask=pairs_ok)
+    tl.store(out + HEAD_DIM * HEAD_DIM + pairs, tl.sum(km_even, axis=1), mask=pairs_ok)
+    tl.store(out + HEAD_DIM * HEAD_DIM + HALF + pairs, tl.sum(km_odd, axis=1), mask=pairs_ok)
     stats = softmax_partials + (bh * num_chunks + chunk) * 2
     tl.store(stats, running_max)
-    tl.store(stats + 1, running_sum)
+    tl.store(stats + 1, tl.sum(lane_sums, axis=0))
 
 
 @triton.jit(do_not_specialize=['num_chunks'])
@@ -377,7 +515,9 @@ def _rala_combine_chunks_kernel(
 
     With SOFTMAX_WEIGHTS (forward), chunk c enters with weight e^(m_c - M) and the sum
     is divided by sum_c e^(m_c - M) l_c; log_sum_exp receives M + log(that sum).
-    Without (backward), a plain sum. Grid: (B * heads, cdiv(FLAT, BLOCK_FLAT)).
+    Without (backward), a plain sum. Grid: (B * heads, cdiv(FLAT, BLOCK_FLAT)). The
+    (CHUNK_BLOCK x BLOCK_FLAT) partial tiles are summed elementwise in the loop and
+    reduced over chunks once after it.
     """
     bh = tl.program_id(0)
     block = tl.program_id(1)
@@ -389,12 +529,14 @@ def _rala_combine_chunks_kernel(
 
     global_max = float('-inf')
     if SOFTMAX_WEIGHTS:
+        lane_max = tl.full((CHUNK_BLOCK,), float('-inf'), tl.float32)
         for first in range(0, num_chunks, CHUNK_BLOCK):
             rows = first + chunks
-            chunk_max = tl.load(stats + rows * 2, mask=rows < num_chunks, other=float('-inf'))
-            global_max = tl.maximum(global_max, tl.max(chunk_max, axis=0))
+            lane_max = tl.maximum(lane_max, tl.load(stats + rows * 2, mask=rows < num_chunks,
+                                                    other=float('-inf')))
+        global_max = tl.max(lane_max, axis=0)
 
-    acc = tl.zeros((BLOCK_FLAT,), dtype=tl.float32)
+    acc = tl.zeros((CHUNK_BLOCK, BLOCK_FLAT), dtype=tl.float32)
     total = tl.zeros((CHUNK_BLOCK,), dtype=tl.float32)
     for first in range(0, num_chunks, CHUNK_BLOCK):
         rows = first + chunks
@@ -407,75 +549,134 @@ def _rala_combine_chunks_kernel(
             weight = tl.where(rows_ok, tl.exp(chunk_max - global_max), 0.0)
             total += weight * chunk_sum
             tile = tile * weight[:, None]
-        acc += tl.sum(tile, axis=0)
+        acc += tile
+    result = tl.sum(acc, axis=0)
 
     if SOFTMAX_WEIGHTS:
         normaliser = tl.sum(total, axis=0)
-        acc = acc / normaliser
+        result = result / normaliser
         if block == 0:
             tl.store(log_sum_exp + bh, global_max + tl.log(normaliser))
-    tl.store(combined + bh * FLAT + offsets, acc, mask=offsets_ok)
+    tl.store(combined + bh * FLAT + offsets, result, mask=offsets_ok)
+
+
+@triton.jit
+def _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
+                 first, stop, rope_table, height, width, like_ptr,
+                 state_t_even, state_t_odd, state_scale, km_even, km_odd,
+                 DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
+                 DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
+    tokens = _tile_tokens(first, BLOCK_L)
+    tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
+    q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
+    q_even = tl.where(mask, _phi(q0_even), 0.0)
+    q_odd = tl.where(mask, _phi(q0_odd), 0.0)
+    denominator = (tl.sum(q_even * km_even[:, None], axis=0)
+                   + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
+    cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
+    rot_even = _dot_operand(q_even * cos - q_odd * sin, like_ptr, DOT_MODE)
+    rot_odd = _dot_operand(q_odd * cos + q_even * sin, like_ptr, DOT_MODE)
+    numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
+    numerator = _mma(state_t_even, rot_even, numerator, DOT_MODE, FP32_PRECISION)
+    numerator = _mma(state_t_odd, rot_odd, numerator, DOT_MODE, FP32_PRECISION)
+    result = numerator * (state_scale / denominator)[None, :]
+    tl.store(o_base + out_rows[:, None] + tokens[None, :],
+             result.to(o_base.dtype.element_ty), mask=dims_ok[:, None] & tokens_ok[None, :])
 
 
 @_token_pass
 def _rala_fwd_output_kernel(
         qkv, stride_qkv_b, stride_qkv_c, rope_table, state, out, stride_out_b, stride_out_c,
-        num_tokens, height, width, chunk_tokens, num_chunks, l_bucket,
+        num_tokens, height, width, chunk_tokens, num_chunks,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
         DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
-        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr):
+        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
     """F3: O_i = rope(Q_i) S / (Q_i . km + eps), written channel-first."""
     chunk = tl.program_id(0)
     bh = tl.program_id(1)
     image = bh // NUM_HEADS
     head = bh % NUM_HEADS
-    q_base = qkv + image.to(tl.int64) * stride_qkv_b + (head * HEAD_DIM) * stride_qkv_c
-    o_base = out + image.to(tl.int64) * stride_out_b + (head * HEAD_DIM) * stride_out_c
+    stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
+    stride_out_b, stride_out_c = _strides(stride_out_b, stride_out_c, ALIGN)
+    q_base = qkv + _channel_offset(image, stride_qkv_b, head * HEAD_DIM, stride_qkv_c)
+    o_base = out + _channel_offset(image, stride_out_b, head * HEAD_DIM, stride_out_c)
     HALF: tl.constexpr = HEAD_DIM // 2
 
     pairs = tl.arange(0, PAIRS_PAD)
     pairs_ok = pairs < HALF
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
+    even_rows = 2 * pairs * stride_qkv_c
+    odd_rows = (2 * pairs + 1) * stride_qkv_c
+    out_rows = dims * stride_out_c
 
     # The state is loaded once per program and reused over the chunk's tiles.
     state_t_even, state_t_odd, state_scale, km_even, km_odd = _load_scaled_state(
         state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM), pairs, dims, qkv, HEAD_DIM, DOT_MODE)
 
-    start = chunk * chunk_tokens
-    stop = tl.minimum(start + chunk_tokens, num_tokens)
-    for first in range(start, stop, BLOCK_L):
-        tokens = first + tl.arange(0, BLOCK_L)
-        tokens_ok = tokens < stop
-        mask = pairs_ok[:, None] & tokens_ok[None, :]
-        q0_even, q0_odd = _load_pair_rows(q_base, stride_qkv_c, pairs, tokens, mask)
-        q_even = tl.where(mask, _phi(q0_even), 0.0)
-        q_odd = tl.where(mask, _phi(q0_odd), 0.0)
-        denominator = (tl.sum(q_even * km_even[:, None], axis=0)
-                       + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
-        cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-        rot_even = _dot_operand(q_even * cos - q_odd * sin, qkv, DOT_MODE)
-        rot_odd = _dot_operand(q_odd * cos + q_even * sin, qkv, DOT_MODE)
-        numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-        numerator = _mma(state_t_even, rot_even, numerator, DOT_MODE, FP32_PRECISION)
-        numerator = _mma(state_t_odd, rot_odd, numerator, DOT_MODE, FP32_PRECISION)
-        result = numerator * (state_scale / denominator)[None, :]
-        tl.store(o_base + dims[:, None] * stride_out_c + tokens[None, :],
-                 result.to(out.dtype.element_ty), mask=dims_ok[:, None] & tokens_ok[None, :])
+    start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
+    for first in range(start, whole_stop, BLOCK_L):
+        _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
+                     first, stop, rope_table, height, width, qkv,
+                     state_t_even, state_t_odd, state_scale, km_even, km_odd,
+                     DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
+    if whole_stop < stop:
+        _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
+                     whole_stop, stop, rope_table, height, width, qkv,
+                     state_t_even, state_t_odd, state_scale, km_even, km_odd,
+                     DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
 
 # ---------------------------------------------------------------------------------------
 # Backward
 # ---------------------------------------------------------------------------------------
 
+@triton.jit
+def _state_grad_tile(q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
+                     first, stop, rope_table, height, width, like_ptr,
+                     state_t_even, state_t_odd, state_scale, km_even, km_odd,
+                     grad_state_even, grad_state_odd, grad_km_even, grad_km_odd,
+                     DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
+                     DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr,
+                     MASKED: tl.constexpr):
+    tokens = _tile_tokens(first, BLOCK_L)
+    tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
+    q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
+    q_even = tl.where(mask, _phi(q0_even), 0.0)
+    q_odd = tl.where(mask, _phi(q0_odd), 0.0)
+    inv_denominator = 1.0 / (tl.sum(q_even * km_even[:, None], axis=0)
+                             + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
+    cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
+    rot_even = q_even * cos - q_odd * sin
+    rot_odd = q_odd * cos + q_even * sin
+    numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
+    numerator = _mma(state_t_even, _dot_operand(rot_even, like_ptr, DOT_MODE), numerator,
+                     DOT_MODE, FP32_PRECISION)
+    numerator = _mma(state_t_odd, _dot_operand(rot_odd, like_ptr, DOT_MODE), numerator,
+                     DOT_MODE, FP32_PRECISION)
+    grad = tl.load(g_base + grad_rows[:, None] + tokens[None, :],
+                   mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
+    # dn = -z (G . O) = -z^2 (G . U), U = rope(Q) S = numerator * state_scale
+    grad_denominator = -(inv_denominator * inv_denominator * state_scale
+                         * tl.sum(grad * numerator, axis=0))
+    grad_t = tl.trans(_dot_operand(grad, like_ptr, DOT_MODE))
+    grad_state_even = _mma(_dot_operand(rot_even * inv_denominator[None, :], like_ptr, DOT_MODE),
+                           grad_t, grad_state_even, DOT_MODE, FP32_PRECISION)
+    grad_state_odd = _mma(_dot_operand(rot_odd * inv_denominator[None, :], like_ptr, DOT_MODE),
+                          grad_t, grad_state_odd, DOT_MODE, FP32_PRECISION)
+    grad_km_even += q_even * grad_denominator[None, :]
+    grad_km_odd += q_odd * grad_denominator[None, :]
+    return grad_state_even, grad_state_odd, grad_km_even, grad_km_odd
+
+
 @_token_pass
 def _rala_bwd_state_grad_kernel(
         qkv, stride_qkv_b, stride_qkv_c, rope_table, state, grad_out, stride_out_b,
         stride_out_c, grad_state_partials,
-        num_tokens, height, width, chunk_tokens, num_chunks, l_bucket,
+        num_tokens, height, width, chunk_tokens, num_chunks,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
         DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
-        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr):
+        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
     """B1: per-chunk partials of dS = sum_i z_i rope(Q_i)^T G_i and dkm = sum_i dn_i Q_i.
 
     z_i = 1 / n_i and dn_i = -z_i (G_i . O_i), with O_i recomputed from the saved S.
@@ -484,53 +685,42 @@ def _rala_bwd_state_grad_kernel(
     bh = tl.program_id(1)
     image = bh // NUM_HEADS
     head = bh % NUM_HEADS
-    q_base = qkv + image.to(tl.int64) * stride_qkv_b + (head * HEAD_DIM) * stride_qkv_c
-    g_base = grad_out + image.to(tl.int64) * stride_out_b + (head * HEAD_DIM) * stride_out_c
+    stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
+    stride_out_b, stride_out_c = _strides(stride_out_b, stride_out_c, ALIGN)
+    q_base = qkv + _channel_offset(image, stride_qkv_b, head * HEAD_DIM, stride_qkv_c)
+    g_base = grad_out + _channel_offset(image, stride_out_b, head * HEAD_DIM, stride_out_c)
     HALF: tl.constexpr = HEAD_DIM // 2
 
     pairs = tl.arange(0, PAIRS_PAD)
     pairs_ok = pairs < HALF
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
+    even_rows = 2 * pairs * stride_qkv_c
+    odd_rows = (2 * pairs + 1) * stride_qkv_c
+    grad_rows = dims * stride_out_c
 
     state_t_even, state_t_odd, state_scale, km_even, km_odd = _load_scaled_state(
         state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM), pairs, dims, qkv, HEAD_DIM, DOT_MODE)
 
     grad_state_even = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
     grad_state_odd = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
-    grad_km_even = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
-    grad_km_odd = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
-    start = chunk * chunk_tokens
-    stop = tl.minimum(start + chunk_tokens, num_tokens)
-    for first in range(start, stop, BLOCK_L):
-        tokens = first + tl.arange(0, BLOCK_L)
-        tokens_ok = tokens < stop
-        mask = pairs_ok[:, None] & tokens_ok[None, :]
-        q0_even, q0_odd = _load_pair_rows(q_base, stride_qkv_c, pairs, tokens, mask)
-        q_even = tl.where(mask, _phi(q0_even), 0.0)
-        q_odd = tl.where(mask, _phi(q0_odd), 0.0)
-        inv_denominator = 1.0 / (tl.sum(q_even * km_even[:, None], axis=0)
-                                 + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
-        cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-        rot_even = q_even * cos - q_odd * sin
-        rot_odd = q_odd * cos + q_even * sin
-        numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-        numerator = _mma(state_t_even, _dot_operand(rot_even, qkv, DOT_MODE), numerator,
-                         DOT_MODE, FP32_PRECISION)
-        numerator = _mma(state_t_odd, _dot_operand(rot_odd, qkv, DOT_MODE), numerator,
-                         DOT_MODE, FP32_PRECISION)
-        grad = tl.load(g_base + dims[:, None] * stride_out_c + tokens[None, :],
-                       mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
-        # dn = -z (G . O) = -z^2 (G . U), U = rope(Q) S = numerator * state_scale
-        grad_denominator = -(inv_denominator * inv_denominator * state_scale
-                             * tl.sum(grad * numerator, axis=0))
-        grad_t = tl.trans(_dot_operand(grad, qkv, DOT_MODE))
-        grad_state_even = _mma(_dot_operand(rot_even * inv_denominator[None, :], qkv, DOT_MODE),
-                               grad_t, grad_state_even, DOT_MODE, FP32_PRECISION)
-        grad_state_odd = _mma(_dot_operand(rot_odd * inv_denominator[None, :], qkv, DOT_MODE),
-                              grad_t, grad_state_odd, DOT_MODE, FP32_PRECISION)
-        grad_km_even += tl.sum(q_even * grad_denominator[None, :], axis=1)
-        grad_km_odd += tl.sum(q_odd * grad_denominator[None, :], axis=1)
+    grad_km_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+    grad_km_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+    start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
+    for first in range(start, whole_stop, BLOCK_L):
+        grad_state_even, grad_state_odd, grad_km_even, grad_km_odd = _state_grad_tile(
+            q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
+            first, stop, rope_table, height, width, qkv,
+            state_t_even, state_t_odd, state_scale, km_even, km_odd,
+            grad_state_even, grad_state_odd, grad_km_even, grad_km_odd,
+            DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
+    if whole_stop < stop:
+        grad_state_even, grad_state_odd, grad_km_even, grad_km_odd = _state_grad_tile(
+            q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
+            whole_stop, stop, rope_table, height, width, qkv,
+            state_t_even, state_t_odd, state_scale, km_even, km_odd,
+            grad_state_even, grad_state_odd, grad_km_even, grad_km_odd,
+            DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     out = grad_state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
@@ -538,43 +728,120 @@ def _rala_bwd_state_grad_kernel(
     block_mask = pairs_ok[:, None] & dims_ok[None, :]
     tl.store(out + block_offsets, grad_state_even, mask=block_mask)
     tl.store(out + HALF * HEAD_DIM + block_offsets, grad_state_odd, mask=block_mask)
-    tl.store(out + HEAD_DIM * HEAD_DIM + pairs, grad_km_even, mask=pairs_ok)
-    tl.store(out + HEAD_DIM * HEAD_DIM + HALF + pairs, grad_km_odd, mask=pairs_ok)
+    tl.store(out + HEAD_DIM * HEAD_DIM + pairs, tl.sum(grad_km_even, axis=1), mask=pairs_ok)
+    tl.store(out + HEAD_DIM * HEAD_DIM + HALF + pairs, tl.sum(grad_km_odd, axis=1),
+             mask=pairs_ok)
+
+
+@triton.jit
+def _key_value_tile(k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
+                    grad_even_rows, grad_odd_rows, grad_value_rows, pairs, pairs_ok, dims_ok,
+                    first, stop, rope_table, height, width, scale, like_ptr,
+                    qm_even, qm_odd, lse, delta, grad_even, grad_odd, grad_scale,
+                    grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
+                    DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
+                    DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr,
+                    MASKED: tl.constexpr):
+    tokens = _tile_tokens(first, BLOCK_L)
+    tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
+    token_dims_mask = dims_ok[:, None] & tokens_ok[None, :]
+    k0_even, k0_odd = _load_pair_rows(k_base, even_rows, odd_rows, tokens, mask)
+    k_even = tl.where(mask, _phi(k0_even), 0.0)
+    k_odd = tl.where(mask, _phi(k0_odd), 0.0)
+    values = tl.load(v_base + value_rows[:, None] + tokens[None, :], mask=token_dims_mask,
+                     other=0.0)
+    values = _dot_operand(values.to(tl.float32), like_ptr, DOT_MODE)
+
+    logits = scale * (tl.sum(k_even * qm_even[:, None], axis=0)
+                      + tl.sum(k_odd * qm_odd[:, None], axis=0))
+    attn = tl.where(tokens_ok, tl.exp(logits - lse), 0.0)
+
+    cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
+    rot_even = k_even * cos - k_odd * sin
+    rot_odd = k_odd * cos + k_even * sin
+    zero = tl.zeros((grad_even.shape[0], BLOCK_L), dtype=tl.float32)
+    w_even = _mma(grad_even, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
+    w_odd = _mma(grad_odd, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
+
+    grad_attn = (tl.sum(rot_even * w_even + rot_odd * w_odd, axis=0)
+                 + tl.sum(k_even * grad_km_even[:, None] + k_odd * grad_km_odd[:, None],
+                          axis=0))
+    grad_logits = attn * (grad_attn - delta)
+    grad_k_even = (attn[None, :] * (w_even * cos + w_odd * sin + grad_km_even[:, None])
+                   + scale * grad_logits[None, :] * qm_even[:, None])
+    grad_k_odd = (attn[None, :] * (w_odd * cos - w_even * sin + grad_km_odd[:, None])
+                  + scale * grad_logits[None, :] * qm_odd[:, None])
+    _store_pair_rows(dk_base, grad_even_rows, grad_odd_rows, tokens, mask,
+                     grad_k_even * _phi_grad(k0_even), grad_k_odd * _phi_grad(k0_odd))
+
+    # a_j is about 1 / L, below fp16's smallest normal at detection sizes: the dV operand
+    # takes a_j / 2^e_j (in [1, 2)) and the product is scaled back, exactly.
+    attn_scale = _power_of_two(attn)
+    attn_operand = (attn / attn_scale)[None, :]
+    # dS^T as the transpose of the operands already held, not a second copy.
+    grad_values = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
+    grad_values = _mma(tl.trans(grad_even),
+                       _dot_operand(rot_even * attn_operand, like_ptr, DOT_MODE),
+                       grad_values, DOT_MODE, FP32_PRECISION)
+    grad_values = _mma(tl.trans(grad_odd),
+                       _dot_operand(rot_odd * attn_operand, like_ptr, DOT_MODE),
+                       grad_values, DOT_MODE, FP32_PRECISION)
+    tl.store(dv_base + grad_value_rows[:, None] + tokens[None, :],
+             (grad_values * (grad_scale * attn_scale)[None, :]).to(dv_base.dtype.element_ty),
+             mask=token_dims_mask)
+
+    # B2 is the pass nearest the register limit: its dqm sums are reduced per tile (over
+    # the tokens of a warp, no shared memory) rather than carried (pairs x tokens) wide.
+    grad_qm_even += tl.sum(k_even * grad_logits[None, :], axis=1)
+    grad_qm_odd += tl.sum(k_odd * grad_logits[None, :], axis=1)
+    return grad_qm_even, grad_qm_odd
 
 
 @_token_pass
 def _rala_bwd_key_value_kernel(
         qkv, stride_qkv_b, stride_qkv_c, rope_table, query_mean, log_sum_exp, state,
         grad_state, grad_qkv, stride_grad_b, stride_grad_c, grad_query_mean_partials,
-        num_tokens, height, width, chunk_tokens, num_chunks, l_bucket, scale,
+        grad_query_mean, tickets,
+        num_tokens, height, width, chunk_tokens, num_chunks, scale,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
-        DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
-        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr):
-    """B2: dK0 and dV per key, and per-chunk partials of dqm.
+        DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr, CHUNK_BLOCK: tl.constexpr,
+        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
+    """B2: dK0 and dV per key, and per-chunk partials of dqm, summed by the last program.
 
     With a_j = exp(s_j - lse), W_j = dS V_j (in rotated key space) and
     delta = <S, dS> + km . dkm:
         ds_j = a_j (rope(K_j) . W_j + K_j . dkm - delta)
         dK_j = a_j rope^-1(W_j) + a_j dkm + c ds_j qm,   dV_j = a_j dS^T rope(K_j)
         dqm  = c sum_j ds_j K_j
+    grad_query_mean[bh] receives dqm / L, the share of every query.
     """
     chunk = tl.program_id(0)
     bh = tl.program_id(1)
     image = bh // NUM_HEADS
     head = bh % NUM_HEADS
+    stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
+    stride_grad_b, stride_grad_c = _strides(stride_grad_b, stride_grad_c, ALIGN)
     CHANNELS: tl.constexpr = NUM_HEADS * HEAD_DIM
     HALF: tl.constexpr = HEAD_DIM // 2
-    image_base = qkv + image.to(tl.int64) * stride_qkv_b
-    k_base = image_base + (CHANNELS + head * HEAD_DIM) * stride_qkv_c
-    v_base = image_base + (2 * CHANNELS + head * HEAD_DIM) * stride_qkv_c
-    grad_image = grad_qkv + image.to(tl.int64) * stride_grad_b
-    dk_base = grad_image + (CHANNELS + head * HEAD_DIM) * stride_grad_c
-    dv_base = grad_image + (2 * CHANNELS + head * HEAD_DIM) * stride_grad_c
+    k_base = qkv + _channel_offset(image, stride_qkv_b, CHANNELS + head * HEAD_DIM,
+                                   stride_qkv_c)
+    v_base = qkv + _channel_offset(image, stride_qkv_b, 2 * CHANNELS + head * HEAD_DIM,
+                                   stride_qkv_c)
+    dk_base = grad_qkv + _channel_offset(image, stride_grad_b, CHANNELS + head * HEAD_DIM,
+                                         stride_grad_c)
+    dv_base = grad_qkv + _channel_offset(image, stride_grad_b, 2 * CHANNELS + head * HEAD_DIM,
+                                         stride_grad_c)
 
     pairs = tl.arange(0, PAIRS_PAD)
     pairs_ok = pairs < HALF
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
+    even_rows = 2 * pairs * stride_qkv_c
+    odd_rows = (2 * pairs + 1) * stride_qkv_c
+    value_rows = dims * stride_qkv_c
+    grad_even_rows = 2 * pairs * stride_grad_c
+    grad_odd_rows = (2 * pairs + 1) * stride_grad_c
+    grad_value_rows = dims * stride_grad_c
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     state_base = state + bh * flat
@@ -596,98 +863,113 @@ def _rala_bwd_key_value_kernel(
     grad_scale = tl.maximum(_power_of_two_scale(grad_even), _power_of_two_scale(grad_odd))
     grad_even = _dot_operand(grad_even / grad_scale, qkv, DOT_MODE)
     grad_odd = _dot_operand(grad_odd / grad_scale, qkv, DOT_MODE)
-    grad_t_even = _dot_operand(
-        _load_state_block(grad_state_base, pairs, dims, HEAD_DIM, True) / grad_scale,
-        qkv, DOT_MODE)
-    grad_t_odd = _dot_operand(
-        _load_state_block(grad_state_base + HALF * HEAD_DIM, pairs, dims, HEAD_DIM, True)
-        / grad_scale, qkv, DOT_MODE)
     qm_even = tl.load(query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
     qm_odd = tl.load(query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
     lse = tl.load(log_sum_exp + bh)
 
     grad_qm_even = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
     grad_qm_odd = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
-    start = chunk * chunk_tokens
-    stop = tl.minimum(start + chunk_tokens, num_tokens)
-    for first in range(start, stop, BLOCK_L):
-        tokens = first + tl.arange(0, BLOCK_L)
-        tokens_ok = tokens < stop
-        mask = pairs_ok[:, None] & tokens_ok[None, :]
-        k0_even, k0_odd = _load_pair_rows(k_base, stride_qkv_c, pairs, tokens, mask)
-        k_even = tl.where(mask, _phi(k0_even), 0.0)
-        k_odd = tl.where(mask, _phi(k0_odd), 0.0)
-        values = tl.load(v_base + dims[:, None] * stride_qkv_c + tokens[None, :],
-                         mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0)
-        values = _dot_operand(values.to(tl.float32), qkv, DOT_MODE)
+    start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
+    for first in range(start, whole_stop, BLOCK_L):
+        grad_qm_even, grad_qm_odd = _key_value_tile(
+            k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
+            grad_even_rows, grad_odd_rows, grad_value_rows, pairs, pairs_ok, dims_ok,
+            first, stop, rope_table, height, width, scale, qkv,
+            qm_even, qm_odd, lse, delta, grad_even, grad_odd, grad_scale,
+            grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
+            DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
+    if whole_stop < stop:
+        grad_qm_even, grad_qm_odd = _key_value_tile(
+            k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
+            grad_even_rows, grad_odd_rows, grad_value_rows, pairs, pairs_ok, dims_ok,
+            whole_stop, stop, rope_table, height, width, scale, qkv,
+            qm_even, qm_odd, lse, delta, grad_even, grad_odd, grad_scale,
+            grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
+            DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
-        logits = scale * (tl.sum(k_even * qm_even[:, None], axis=0)
-                          + tl.sum(k_odd * qm_odd[:, None], axis=0))
-        attn = tl.where(tokens_ok, tl.exp(logits - lse), 0.0)
+    partials = grad_query_mean_partials + bh * num_chunks * HEAD_DIM
+    tl.store(partials + chunk * HEAD_DIM + pairs, scale * grad_qm_even,
+             mask=pairs_ok)
+    tl.store(partials + chunk * HEAD_DIM + HALF + pairs, scale * grad_qm_odd,
+             mask=pairs_ok)
+    _sum_in_last_program(partials, tickets + bh, num_chunks, grad_query_mean + bh * HEAD_DIM,
+                         num_tokens.to(tl.float32), pairs, pairs_ok, HEAD_DIM, PAIRS_PAD,
+                         CHUNK_BLOCK)
 
-        cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-        rot_even = k_even * cos - k_odd * sin
-        rot_odd = k_odd * cos + k_even * sin
-        zero = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
-        w_even = _mma(grad_even, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
-        w_odd = _mma(grad_odd, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
 
-        grad_attn = (tl.sum(rot_even * w_even + rot_odd * w_odd, axis=0)
-                     + tl.sum(k_even * grad_km_even[:, None] + k_odd * grad_km_odd[:, None],
-                              axis=0))
-        grad_logits = attn * (grad_attn - delta)
-        grad_k_even = (attn[None, :] * (w_even * cos + w_odd * sin + grad_km_even[:, None])
-                       + scale * grad_logits[None, :] * qm_even[:, None])
-        grad_k_odd = (attn[None, :] * (w_odd * cos - w_even * sin + grad_km_odd[:, None])
-                      + scale * grad_logits[None, :] * qm_odd[:, None])
-        _store_pair_rows(dk_base, stride_grad_c, pairs, tokens, mask,
-                         grad_k_even * _phi_grad(k0_even), grad_k_odd * _phi_grad(k0_odd))
+@triton.jit
+def _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
+                grad_odd_rows, pairs, pairs_ok, dims_ok, first, stop, rope_table, height, width,
+                like_ptr, state_even, state_odd, state_t_even, state_t_odd, state_scale,
+                km_even, km_odd, grad_qm_even, grad_qm_odd,
+                DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
+                DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
+    tokens = _tile_tokens(first, BLOCK_L)
+    tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
+    q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
+    q_even = tl.where(mask, _phi(q0_even), 0.0)
+    q_odd = tl.where(mask, _phi(q0_odd), 0.0)
+    inv_denominator = 1.0 / (tl.sum(q_even * km_even[:, None], axis=0)
+                             + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
+    cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
+    rot_even = _dot_operand(q_even * cos - q_odd * sin, like_ptr, DOT_MODE)
+    rot_odd = _dot_operand(q_odd * cos + q_even * sin, like_ptr, DOT_MODE)
+    numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
+    numerator = _mma(state_t_even, rot_even, numerator, DOT_MODE, FP32_PRECISION)
+    numerator = _mma(state_t_odd, rot_odd, numerator, DOT_MODE, FP32_PRECISION)
+    grad = tl.load(g_base + grad_rows[:, None] + tokens[None, :],
+                   mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
+    grad_dot = _dot_operand(grad, like_ptr, DOT_MODE)
+    grad_denominator = -(inv_denominator * inv_denominator * state_scale
+                         * tl.sum(grad * numerator, axis=0))
 
-        grad_values = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-        grad_values = _mma(grad_t_even, _dot_operand(rot_even * attn[None, :], qkv, DOT_MODE),
-                           grad_values, DOT_MODE, FP32_PRECISION)
-        grad_values = _mma(grad_t_odd, _dot_operand(rot_odd * attn[None, :], qkv, DOT_MODE),
-                           grad_values, DOT_MODE, FP32_PRECISION)
-        tl.store(dv_base + dims[:, None] * stride_grad_c + tokens[None, :],
-                 (grad_values * grad_scale).to(grad_qkv.dtype.element_ty),
-                 mask=dims_ok[:, None] & tokens_ok[None, :])
-
-        grad_qm_even += tl.sum(k_even * grad_logits[None, :], axis=1)
-        grad_qm_odd += tl.sum(k_odd * grad_logits[None, :], axis=1)
-
-    out = grad_query_mean_partials + (bh * num_chunks + chunk) * HEAD_DIM
-    tl.store(out + pairs, scale * grad_qm_even, mask=pairs_ok)
-    tl.store(out + HALF + pairs, scale * grad_qm_odd, mask=pairs_ok)
+    zero = tl.zeros((state_even.shape[0], BLOCK_L), dtype=tl.float32)
+    # z S G in rotated space; the rotation back is rope with the sine negated.
+    t_scale = (state_scale * inv_denominator)[None, :]
+    t_even = _mma(state_even, grad_dot, zero, DOT_MODE, FP32_PRECISION) * t_scale
+    t_odd = _mma(state_odd, grad_dot, zero, DOT_MODE, FP32_PRECISION) * t_scale
+    grad_q_even = (t_even * cos + t_odd * sin + grad_denominator[None, :] * km_even[:, None]
+                   + grad_qm_even[:, None])
+    grad_q_odd = (t_odd * cos - t_even * sin + grad_denominator[None, :] * km_odd[:, None]
+                  + grad_qm_odd[:, None])
+    _store_pair_rows(dq_base, grad_even_rows, grad_odd_rows, tokens, mask,
+                     grad_q_even * _phi_grad(q0_even), grad_q_odd * _phi_grad(q0_odd))
 
 
 @_token_pass
 def _rala_bwd_query_kernel(
         qkv, stride_qkv_b, stride_qkv_c, rope_table, state, grad_out, stride_out_b,
-        stride_out_c, grad_query_mean_partials, grad_qkv, stride_grad_b, stride_grad_c,
-        num_tokens, height, width, chunk_tokens, num_chunks, l_bucket,
+        stride_out_c, grad_query_mean, grad_qkv, stride_grad_b, stride_grad_c,
+        num_tokens, height, width, chunk_tokens, num_chunks,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
-        DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr, CHUNK_BLOCK: tl.constexpr,
-        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr):
+        DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
+        DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
     """B3: dQ_i = rope^-1(z_i S G_i) + dn_i km + dqm / L, then dQ0 = dQ * phi'(Q0)."""
     chunk = tl.program_id(0)
     bh = tl.program_id(1)
     image = bh // NUM_HEADS
     head = bh % NUM_HEADS
+    stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
+    stride_out_b, stride_out_c = _strides(stride_out_b, stride_out_c, ALIGN)
+    stride_grad_b, stride_grad_c = _strides(stride_grad_b, stride_grad_c, ALIGN)
     HALF: tl.constexpr = HEAD_DIM // 2
-    q_base = qkv + image.to(tl.int64) * stride_qkv_b + (head * HEAD_DIM) * stride_qkv_c
-    g_base = grad_out + image.to(tl.int64) * stride_out_b + (head * HEAD_DIM) * stride_out_c
-    dq_base = grad_qkv + image.to(tl.int64) * stride_grad_b + (head * HEAD_DIM) * stride_grad_c
+    q_base = qkv + _channel_offset(image, stride_qkv_b, head * HEAD_DIM, stride_qkv_c)
+    g_base = grad_out + _channel_offset(image, stride_out_b, head * HEAD_DIM, stride_out_c)
+    dq_base = grad_qkv + _channel_offset(image, stride_grad_b, head * HEAD_DIM, stride_grad_c)
 
     pairs = tl.arange(0, PAIRS_PAD)
     pairs_ok = pairs < HALF
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
+    even_rows = 2 * pairs * stride_qkv_c
+    odd_rows = (2 * pairs + 1) * stride_qkv_c
+    grad_rows = dims * stride_out_c
+    grad_even_rows = 2 * pairs * stride_grad_c
+    grad_odd_rows = (2 * pairs + 1) * stride_grad_c
 
-    partials = grad_query_mean_partials + bh * num_chunks * HEAD_DIM
-    grad_qm_even = _sum_over_chunks(partials, num_chunks, HEAD_DIM, pairs, pairs_ok,
-                                    PAIRS_PAD, CHUNK_BLOCK) / num_tokens
-    grad_qm_odd = _sum_over_chunks(partials + HALF, num_chunks, HEAD_DIM, pairs, pairs_ok,
-                                   PAIRS_PAD, CHUNK_BLOCK) / num_tokens
+    grad_qm_even = tl.load(grad_query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
+    grad_qm_odd = tl.load(grad_query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok,
+                          other=0.0)
 
     state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
     state_even = _load_state_block(state_base, pairs, dims, HEAD_DIM, False)
@@ -703,40 +985,19 @@ def _rala_bwd_query_kernel(
     km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
     km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
 
-    start = chunk * chunk_tokens
-    stop = tl.minimum(start + chunk_tokens, num_tokens)
-    for first in range(start, stop, BLOCK_L):
-        tokens = first + tl.arange(0, BLOCK_L)
-        tokens_ok = tokens < stop
-        mask = pairs_ok[:, None] & tokens_ok[None, :]
-        q0_even, q0_odd = _load_pair_rows(q_base, stride_qkv_c, pairs, tokens, mask)
-        q_even = tl.where(mask, _phi(q0_even), 0.0)
-        q_odd = tl.where(mask, _phi(q0_odd), 0.0)
-        inv_denominator = 1.0 / (tl.sum(q_even * km_even[:, None], axis=0)
-                                 + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
-        cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-        rot_even = _dot_operand(q_even * cos - q_odd * sin, qkv, DOT_MODE)
-        rot_odd = _dot_operand(q_odd * cos + q_even * sin, qkv, DOT_MODE)
-        numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-        numerator = _mma(state_t_even, rot_even, numerator, DOT_MODE, FP32_PRECISION)
-        numerator = _mma(state_t_odd, rot_odd, numerator, DOT_MODE, FP32_PRECISION)
-        grad = tl.load(g_base + dims[:, None] * stride_out_c + tokens[None, :],
-                       mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0)
-        grad_dot = _dot_operand(grad.to(tl.float32), qkv, DOT_MODE)
-        grad_denominator = -(inv_denominator * inv_denominator * state_scale
-                             * tl.sum(grad.to(tl.float32) * numerator, axis=0))
-
-        zero = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
-        # z S G in rotated space; the rotation back is rope with the sine negated.
-        t_scale = (state_scale * inv_denominator)[None, :]
-        t_even = _mma(state_even, grad_dot, zero, DOT_MODE, FP32_PRECISION) * t_scale
-        t_odd = _mma(state_odd, grad_dot, zero, DOT_MODE, FP32_PRECISION) * t_scale
-        grad_q_even = (t_even * cos + t_odd * sin + grad_denominator[None, :] * km_even[:, None]
-                       + grad_qm_even[:, None])
-        grad_q_odd = (t_odd * cos - t_even * sin + grad_denominator[None, :] * km_odd[:, None]
-                      + grad_qm_odd[:, None])
-        _store_pair_rows(dq_base, stride_grad_c, pairs, tokens, mask,
-                         grad_q_even * _phi_grad(q0_even), grad_q_odd * _phi_grad(q0_odd))
+    start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
+    for first in range(start, whole_stop, BLOCK_L):
+        _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
+                    grad_odd_rows, pairs, pairs_ok, dims_ok, first, stop, rope_table, height,
+                    width, qkv, state_even, state_odd, state_t_even, state_t_odd, state_scale,
+                    km_even, km_odd, grad_qm_even, grad_qm_odd,
+                    DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
+    if whole_stop < stop:
+        _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
+                    grad_odd_rows, pairs, pairs_ok, dims_ok, whole_stop, stop, rope_table,
+                    height, width, qkv, state_even, state_odd, state_t_even, state_t_odd,
+                    state_scale, km_even, km_odd, grad_qm_even, grad_qm_odd,
+                    DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -744,19 +1005,44 @@ def _rala_bwd_query_kernel(
 # ---------------------------------------------------------------------------------------
 
 def chunk_tokens_for(num_tokens: int) -> int:
-    """Tokens per program in every token pass: a power of two, a function of L only."""
-    target = triton.next_power_of_2(triton.cdiv(max(num_tokens, 1), TARGET_CHUNKS))
+    """Tokens per program in every token pass: a power of two, a function of L only.
+
+    Rounded down, so that L / chunk stays at or above TARGET_CHUNKS (a rounded-up chunk
+    would halve the grid at every power of two of L).
+    """
+    target = 1 << max(num_tokens // TARGET_CHUNKS, 1).bit_length() - 1
     return min(max(target, MIN_CHUNK_TOKENS), MAX_CHUNK_TOKENS)
 
 
-def _block_tokens(head_dim: int) -> int:
-    # GPU: the largest tile that compiles without register spills at 8 warps for sm_90
-    # (checked with ptxas; d = 96 is padded to 128 channels). Interpreter: 64 for both,
-    # which keeps several tiles per chunk so the loops and ragged tails run in the CPU
-    # tests without making them slower than needed.
+def _vector_width(num_tokens: int, *tensors: torch.Tensor) -> int:
+    """ALIGN of a launch: elements per 16 bytes when every token row of every tensor
+    starts on a 16-byte boundary, 1 otherwise.
+
+    Rows start at data_ptr + (b * stride_b + c * stride_c) * element size, so this holds
+    when the base pointers are 16-byte aligned, both strides are multiples of the
+    vector, and so is L (the tail's mask then changes only at whole vectors). A conv
+    output qualifies whenever H * W is a multiple of 8 (bf16 / fp16) or 4 (fp32), e.g.
+    every input padded to a multiple of 32 pixels at stride 4 or more. Either way there
+    are two builds per kernel and config, never one per image size.
+    """
+    width = 16 // tensors[0].element_size()
+    if num_tokens % width:
+        return 1
+    for tensor in tensors:
+        if tensor.device.type != 'meta' and tensor.data_ptr() % 16:
+            return 1
+        if tensor.stride(0) % width or tensor.stride(1) % width:
+            return 1
+    return width
+
+
+def _pass_options(pass_name: str, head_dim: int) -> dict:
+    """BLOCK_L, num_warps and num_stages of a token pass; see PASS_TILING."""
     if KERNELS_INTERPRETED:
-        return 64
-    return 64 if head_dim <= 64 else 32
+        block, warps, stages = INTERPRETER_TILING
+    else:
+        block, warps, stages = PASS_TILING[pass_name][head_dim > 64]
+    return dict(BLOCK_L=block, num_warps=warps, num_stages=stages)
 
 
 @functools.lru_cache(maxsize=64)
@@ -841,19 +1127,18 @@ class _Geometry:
                              'a CUDA grid axis; split the batch.')
         self.pairs_pad = max(16, triton.next_power_of_2(head_dim // 2))
         self.dim_pad = max(16, triton.next_power_of_2(head_dim))
-        self.block_tokens = _block_tokens(head_dim)
         self.chunk_tokens = chunk_tokens_for(self.num_tokens)
         self.num_chunks = triton.cdiv(self.num_tokens, self.chunk_tokens)
-        self.l_bucket = triton.next_power_of_2(self.num_tokens)
         self.flat_state = head_dim * head_dim + head_dim
         self.scale = head_dim ** -0.5
         self.dot_mode, self.fp32_precision = _dot_config(qkv)
         self.grid = (self.num_chunks, self.batch_heads)
         self.combine_grid = (self.batch_heads, triton.cdiv(self.flat_state, COMBINE_BLOCK_FLAT))
 
-    def constants(self, with_dot=True):
+    def constants(self, pass_name, with_dot=True):
+        """constexprs and launch options of token pass ``pass_name`` ('F1' ... 'B3')."""
         consts = dict(NUM_HEADS=self.num_heads, HEAD_DIM=self.head_dim,
-                      PAIRS_PAD=self.pairs_pad, BLOCK_L=self.block_tokens)
+                      PAIRS_PAD=self.pairs_pad, **_pass_options(pass_name, self.head_dim))
         if with_dot:
             consts.update(DIM_PAD=self.dim_pad, DOT_MODE=self.dot_mode,
                           FP32_PRECISION=self.fp32_precision)
@@ -868,35 +1153,44 @@ def _rala_forward(qkv: torch.Tensor, geo: _Geometry):
     bh, nc, d = geo.batch_heads, geo.num_chunks, geo.head_dim
     query_sums = torch.empty(bh, nc, d, **f32)
     query_mean = torch.empty(bh, d, **f32)
+    tickets = torch.zeros(bh, device=device, dtype=torch.int32)
     state_partials = torch.empty(bh, nc, geo.flat_state, **f32)
     softmax_partials = torch.empty(bh, nc, 2, **f32)
     state = torch.empty(bh, geo.flat_state, **f32)
     log_sum_exp = torch.empty(bh, **f32)
     out = torch.empty(geo.batch, geo.channels, geo.height, geo.width,
                       device=device, dtype=qkv.dtype)
-    sqb, sqc = qkv.stride(0), qkv.stride(1)
+    # Strides go to the kernels in units of ALIGN elements (see _strides).
+    align = _vector_width(geo.num_tokens, qkv, out)
+    sqb, sqc = qkv.stride(0) // align, qkv.stride(1) // align
 
     _rala_fwd_query_sum_kernel[geo.grid](
-        qkv, sqb, sqc, query_sums,
-        geo.num_tokens, geo.chunk_tokens, nc, geo.l_bucket,
-        **geo.constants(with_dot=False))
+        qkv, sqb, sqc, query_sums, query_mean, tickets,
+        geo.num_tokens, geo.chunk_tokens, nc,
+        CHUNK_BLOCK=COMBINE_CHUNK_BLOCK, ALIGN=align, **geo.constants('F1', with_dot=False))
     _rala_fwd_state_kernel[geo.grid](
-        qkv, sqb, sqc, rope_table, query_sums, query_mean, state_partials, softmax_partials,
-        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.l_bucket, geo.scale,
-        CHUNK_BLOCK=COMBINE_CHUNK_BLOCK, **geo.constants())
+        qkv, sqb, sqc, rope_table, query_mean, state_partials, softmax_partials,
+        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.scale,
+        ALIGN=align, **geo.constants('F2'))
     _rala_combine_chunks_kernel[geo.combine_grid](
         state_partials, softmax_partials, state, log_sum_exp, nc,
         FLAT=geo.flat_state, BLOCK_FLAT=COMBINE_BLOCK_FLAT, CHUNK_BLOCK=COMBINE_CHUNK_BLOCK,
         SOFTMAX_WEIGHTS=True, num_warps=4)
     _rala_fwd_output_kernel[geo.grid](
-        qkv, sqb, sqc, rope_table, state, out, out.stride(0), out.stride(1),
-        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.l_bucket,
-        **geo.constants())
+        qkv, sqb, sqc, rope_table, state, out, out.stride(0) // align, out.stride(1) // align,
+        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc,
+        ALIGN=align, **geo.constants('F3'))
     return out, query_mean, log_sum_exp, state
 
 
-def _rala_backward(qkv, grad_out, query_mean, log_sum_exp, state, geo: _Geometry):
-    """One (B, 3C, H, W) gradient buffer: [dQ0 | dK0 | dV]."""
+def _rala_backward(qkv, grad_out, query_mean, log_sum_exp, state, geo: _Geometry,
+                  grad_qkv: torch.Tensor | None = None):
+    """One (B, 3C, H, W) gradient buffer: [dQ0 | dK0 | dV].
+
+    ``grad_qkv``, when given, is written in place: any (B, 3C, H, W) view whose tokens
+    are one contiguous run per channel, e.g. the first 3C channels of the gradient of
+    the whole qkvo conv output.
+    """
     device = qkv.device
     f32 = dict(device=device, dtype=torch.float32)
     rope_table = _packed_rope_table(geo.height, geo.width, geo.head_dim, device)
@@ -904,15 +1198,20 @@ def _rala_backward(qkv, grad_out, query_mean, log_sum_exp, state, geo: _Geometry
     grad_state_partials = torch.empty(bh, nc, geo.flat_state, **f32)
     grad_state = torch.empty(bh, geo.flat_state, **f32)
     grad_qm_partials = torch.empty(bh, nc, d, **f32)
-    grad_qkv = torch.empty(qkv.shape, device=device, dtype=qkv.dtype)
-    sqb, sqc = qkv.stride(0), qkv.stride(1)
-    sgb, sgc = grad_out.stride(0), grad_out.stride(1)
-    sdb, sdc = grad_qkv.stride(0), grad_qkv.stride(1)
+    grad_query_mean = torch.empty(bh, d, **f32)
+    tickets = torch.zeros(bh, device=device, dtype=torch.int32)
+    if grad_qkv is None:
+        grad_qkv = torch.empty(qkv.shape, device=device, dtype=qkv.dtype)
+    # Strides go to the kernels in units of ALIGN elements (see _strides).
+    align = _vector_width(geo.num_tokens, qkv, grad_out, grad_qkv)
+    sqb, sqc = qkv.stride(0) // align, qkv.stride(1) // align
+    sgb, sgc = grad_out.stride(0) // align, grad_out.stride(1) // align
+    sdb, sdc = grad_qkv.stride(0) // align, grad_qkv.stride(1) // align
 
     _rala_bwd_state_grad_kernel[geo.grid](
         qkv, sqb, sqc, rope_table, state, grad_out, sgb, sgc, grad_state_partials,
-        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.l_bucket,
-        **geo.constants())
+        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc,
+        ALIGN=align, **geo.constants('B1'))
     # A plain sum: the softmax statistics and lse arguments are not read.
     _rala_combine_chunks_kernel[geo.combine_grid](
         grad_state_partials, grad_state_partials, grad_state, grad_state, nc,
@@ -920,14 +1219,14 @@ def _rala_backward(qkv, grad_out, query_mean, log_sum_exp, state, geo: _Geometry
         SOFTMAX_WEIGHTS=False, num_warps=4)
     _rala_bwd_key_value_kernel[geo.grid](
         qkv, sqb, sqc, rope_table, query_mean, log_sum_exp, state, grad_state,
-        grad_qkv, sdb, sdc, grad_qm_partials,
-        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.l_bucket, geo.scale,
-        **geo.constants())
+        grad_qkv, sdb, sdc, grad_qm_partials, grad_query_mean, tickets,
+        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.scale,
+        CHUNK_BLOCK=COMBINE_CHUNK_BLOCK, ALIGN=align, **geo.constants('B2'))
     _rala_bwd_query_kernel[geo.grid](
-        qkv, sqb, sqc, rope_table, state, grad_out, sgb, sgc, grad_qm_partials,
+        qkv, sqb, sqc, rope_table, state, grad_out, sgb, sgc, grad_query_mean,
         grad_qkv, sdb, sdc,
-        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.l_bucket,
-        CHUNK_BLOCK=COMBINE_CHUNK_BLOCK, **geo.constants())
+        geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc,
+        ALIGN=align, **geo.constants('B3'))
     return grad_qkv
 
 

@@ -1,4 +1,4 @@
-"""2-D rotary position embedding of RAVLT (spec RAVLT.md section 3).
+"""2-D rotary position embedding of RAVLT (docs/architecture.md#3-2-d-rope).
 
 Channel j of a head of width d is paired with its neighbour (2m, 2m+1). Pair m turns
 by ``row * theta[m]`` for the first d/4 pairs and by ``col * theta[m - d/4]`` for the
@@ -13,7 +13,7 @@ ROPE_BASE = 10000.0
 
 
 def rope_frequencies(head_dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """theta of the spec, length head_dim // 4."""
+    """The frequencies theta_m of docs/architecture.md#3-2-d-rope, length head_dim // 4."""
     if head_dim % 4:
         raise ValueError(f'2-D RoPE needs a head dim divisible by 4, got {head_dim}; '
                          'choose embed_dims / num_heads accordingly.')

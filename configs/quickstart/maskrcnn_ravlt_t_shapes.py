@@ -1,8 +1,8 @@
-# Demo: Mask R-CNN with RAVLT-T, from random weights, on the embedded shapes dataset in
-# COCO format (tools/make_shapes_dataset.py); trains and evaluates in about 10 minutes
-# on 2 CPU cores. The README's first command.
+# Quick start: Mask R-CNN with RAVLT-T, from random weights, on the embedded shapes
+# dataset in COCO format (tools/make_shapes_dataset.py); trains and evaluates in about 10
+# minutes on 2 CPU cores. The README's first command.
 #
-#   python tools/run_demo.py                 # data, training, held-out mAP, pictures
+#   python tools/quickstart.py                 # data, training, held-out mAP, pictures
 #
 # Inherits the real COCO config. Overridden: the data (root, 4 classes, the 160x160
 # images resized to 128x128), the batch, an iteration-based schedule, no pretrained
@@ -11,11 +11,12 @@
 # backbone's time per iteration.
 _base_ = ['../maskrcnn_ravlt_t_coco.py']
 
-demo_data = 'data/shapes'
-# tools/run_demo.py fails below this held-out box mAP; measured in the README
-demo_floor = dict(metric='coco/bbox_mAP', value=0.4)
+# Read by tools/quickstart.py only (configs/README.md): where the shapes dataset goes,
+# and the held-out box mAP below which the quick start fails (measured in the README).
+quickstart_data = 'data/shapes'
+quickstart_floor = dict(metric='coco/bbox_mAP', value=0.4)
 
-data_root = demo_data + '/coco/'
+data_root = quickstart_data + '/coco/'
 classes = ('circle', 'triangle', 'square', 'star')
 metainfo = dict(classes=classes,
                 palette=[(220, 20, 60), (120, 200, 0), (0, 170, 230), (150, 60, 230)])

@@ -1,22 +1,23 @@
-# Demo: RAVLT-T classifier trained from random weights on the embedded shapes dataset,
-# ImageNet-style class folders (tools/make_shapes_dataset.py); trains and evaluates in
-# about 4 minutes on 2 CPU cores.
+# Quick start: RAVLT-T classifier trained from random weights on the embedded shapes
+# dataset, ImageNet-style class folders (tools/make_shapes_dataset.py); trains and
+# evaluates in about 4 minutes on 2 CPU cores.
 #
-#   python tools/run_demo.py cls             # data, training, held-out top-1, pictures
+#   python tools/quickstart.py cls             # data, training, held-out top-1, pictures
 #
 # Inherits the real ImageNet config and overrides only the data (4 classes, 64x64
 # images), the batch, the schedule, and drops mixup / cutmix / RandAugment / random
 # erasing (they pay off over hundreds of epochs, not five). mmpretrain's ImageNet dataset
-# expects the 1000 ImageNet classes, so the demo reads the same folder layout
+# expects the 1000 ImageNet classes, so the quick start reads the same folder layout
 # (split/<class>/*.JPEG) with CustomDataset, which takes the classes from the folder
 # names (sorted: circle, square, star, triangle).
 _base_ = ['../ravlt_t_in1k.py']
 
-demo_data = 'data/shapes'
-# tools/run_demo.py fails below this held-out top-1 (%); measured in the README
-demo_floor = dict(metric='accuracy/top1', value=60.0)
+# Read by tools/quickstart.py only (configs/README.md): where the shapes dataset goes,
+# and the held-out top-1 (%) below which the quick start fails (measured in the README).
+quickstart_data = 'data/shapes'
+quickstart_floor = dict(metric='accuracy/top1', value=60.0)
 
-data_root = demo_data + '/cls/'
+data_root = quickstart_data + '/cls/'
 size = 64
 
 model = dict(

@@ -1,22 +1,23 @@
-# Demo: Semantic FPN with RAVLT-T, from random weights, on the embedded shapes dataset in
-# the ADE20K folder layout (tools/make_shapes_dataset.py); trains and evaluates in about
-# 8 minutes on 2 CPU cores.
+# Quick start: Semantic FPN with RAVLT-T, from random weights, on the embedded shapes
+# dataset in the ADE20K folder layout (tools/make_shapes_dataset.py); trains and
+# evaluates in about 8 minutes on 2 CPU cores.
 #
-#   python tools/run_demo.py fpn             # data, training, held-out mIoU, pictures
+#   python tools/quickstart.py fpn             # data, training, held-out mIoU, pictures
 #
 # Inherits the real ADE20K config; overrides only the data (root, classes, 160x160
 # images, 128x128 crops), the batch, the schedule and the pretrained file (none).
 # Label maps follow ADE20K: 0 unlabelled (ignored), 1 background, 2..5 the shapes;
 # reduce_zero_label=True maps them to the 5 classes below (and 0 to 255, ignored).
-# ADE20KDataset carries ADE's 150 class names, so the demo reads the same layout with
-# mmseg's BaseSegDataset (the class ADE20KDataset derives from) and its own classes.
+# ADE20KDataset carries ADE's 150 class names, so the quick start reads the same layout
+# with mmseg's BaseSegDataset (the class ADE20KDataset derives from) and its own classes.
 _base_ = ['../fpn_ravlt_t_ade20k.py']
 
-demo_data = 'data/shapes'
-# tools/run_demo.py fails below this held-out mIoU (%); measured in the README
-demo_floor = dict(metric='mIoU', value=45.0)
+# Read by tools/quickstart.py only (configs/README.md): where the shapes dataset goes,
+# and the held-out mIoU (%) below which the quick start fails (measured in the README).
+quickstart_data = 'data/shapes'
+quickstart_floor = dict(metric='mIoU', value=45.0)
 
-data_root = demo_data + '/ade/'
+data_root = quickstart_data + '/ade/'
 metainfo = dict(
     classes=('background', 'circle', 'triangle', 'square', 'star'),
     palette=[(0, 0, 0), (220, 20, 60), (120, 200, 0), (0, 170, 230), (150, 60, 230)])

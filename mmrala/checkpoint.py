@@ -1,9 +1,10 @@
-"""Reading the authors' RAVLT checkpoints safely and mapping their names onto mmrala's.
+"""Checkpoints: reading any file safely (weights only), checking a state dict against a
+model and naming every bad key, and mapping the authors' names onto mmrala's.
 
 Plain torch: used by the OpenMMLab glue (``init_cfg=dict(type='Pretrained')``), by
 ``tools/convert_official.py`` and by the timm factories.
 
-The authors publish three kinds of files (spec RAVLT.md section 6):
+The authors publish two kinds of files (docs/architecture.md#6-checkpoint-layouts):
 
 * ImageNet: ``{'model': state_dict, 'args': argparse.Namespace, ...}`` with names like
   ``layers.0.blocks.1.attn.qkvo.weight`` and the head as ``proj``, ``norm``, ``head``;
@@ -27,8 +28,14 @@ import torch
 from .ops import rope_angle
 
 __all__ = ['CheckpointError', 'load_checkpoint_file', 'extract_state_dict',
-           'is_official_layout', 'convert_official_state_dict', 'split_official_classifier',
+           'is_official_layout', 'convert_official_state_dict', 'convert_official_checkpoint',
+           'model_state_dict_from_checkpoint', 'split_official_classifier',
            'backbone_state_dict', 'check_backbone_state_dict']
+
+
+# The first bytes of torch.save's zip archives and of legacy (pickle) checkpoints.
+ZIP_MAGIC = b'PK\x03\x04'
+PICKLE_PROTOCOL_MARK = b'\x80'
 
 
 class CheckpointError(RuntimeError):
@@ -45,6 +52,13 @@ def load_checkpoint_file(path: str | os.PathLike, map_location='cpu') -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint {path!r} does not exist; check the path '
                               '(e.g. --cfg-options model.backbone.init_cfg.checkpoint=PATH).')
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if not head.startswith((ZIP_MAGIC, PICKLE_PROTOCOL_MARK)):
+        raise CheckpointError(
+            f'{path!r} ({os.path.getsize(path)} bytes) is not a PyTorch checkpoint: it is '
+            f'neither a torch.save zip archive nor a legacy pickle (it starts with {head!r}). '
+            'Is it the right file, or an interrupted download?')
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -113,7 +127,7 @@ def _check_rope_angle(name, value):
     head_dim = 2 * value.numel()
     expected = rope_angle(head_dim).to(value.dtype)
     if not torch.allclose(value.cpu(), expected, rtol=1e-5, atol=1e-7):
-        raise CheckpointError(f'{name} does not match the RoPE of RAVLT.md section 3 '
+        raise CheckpointError(f'{name} does not match the 2-D RoPE of RAVLT '
                               f'(head dim {head_dim}); this is not a RAVLT checkpoint.')
 
 
@@ -148,6 +162,35 @@ def convert_official_state_dict(state_dict) -> OrderedDict:
             continue
         converted[prefix + _rename_backbone_key(name)] = value
     return converted
+
+
+def convert_official_checkpoint(state_dict) -> OrderedDict:
+    """An authors' file as the mmrala model that matches it: a detector or segmentor
+    (``backbone.*`` renamed, neck and heads kept) or an mmpretrain ``ImageClassifier``
+    (``backbone.*``, ``neck.*`` for RAVLTClsNeck, ``head.fc.*`` for LinearClsHead)."""
+    if not is_official_layout(state_dict):
+        raise CheckpointError("this file has no authors' RAVLT keys (layers.N..., "
+                              'extra_norms...); is it already an mmrala checkpoint?')
+    converted = convert_official_state_dict(state_dict)
+    if any(name.startswith('backbone.') for name in converted):
+        return converted
+    trunk, head = split_official_classifier(converted)
+    out = OrderedDict((f'backbone.{k}', v) for k, v in trunk.items())
+    for name, value in head.items():
+        out[f'head.{name}' if name.startswith('fc.') else f'neck.{name}'] = value
+    return out
+
+
+def model_state_dict_from_checkpoint(checkpoint, source='checkpoint'):
+    """The whole-model state dict of a loaded checkpoint, in mmrala's names.
+
+    Returns ``(state_dict, converted)``; ``converted`` is True for an authors' file,
+    whose names were converted on the fly.
+    """
+    state_dict = extract_state_dict(checkpoint)
+    if not is_official_layout(state_dict):
+        return state_dict, False
+    return convert_official_checkpoint(state_dict), True
 
 
 def split_official_classifier(state_dict):
