@@ -46,6 +46,22 @@ def tool(name, *args, timeout=600, env=None):
     return run_cmd([sys.executable, osp.join(TOOLS, name), *map(str, args)], timeout, env)
 
 
+# The authors' parameter counts of the ImageNet models (1000 classes), per variant.
+AUTHORS_PARAMS = {'t': 14_897_768, 's': 25_591_208, 'b': 48_241_288, 'l': 95_242_440}
+
+
+def load_tool(name):
+    """A module of tools/ (e.g. 'get_flops'), imported from its file."""
+    import importlib.util
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def stock_tool(package, name):
     """A task library's own tool as pip installs it (``<package>/.mim/tools/NAME``)."""
     import importlib

@@ -10,7 +10,7 @@ import glob
 import os.path as osp
 
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, load_tool
 from mmengine.config import Config
 
 from mmrala.mm.cli import build_model
@@ -193,10 +193,7 @@ def test_quickstart_configs_build_and_name_their_data_and_floor():
     ('maskrcnn_ravlt_t_coco.py', 'flops_no_attn', 1e9, 2),
 ], ids=['ravlt_t_in1k', 'maskrcnn_ravlt_t_coco'])
 def test_get_flops_reports_the_papers_figures(name, count, unit, tolerance, capsys):
-    import sys
-    sys.path.insert(0, osp.join(osp.dirname(CONFIGS), 'tools'))
-    import get_flops
-    result = get_flops.main([osp.join(CONFIGS, name)])
+    result = load_tool('get_flops').main([osp.join(CONFIGS, name)])
     out = capsys.readouterr().out
     assert 'backbone' in out and 'whole model' in out and 'paper (whole model)' in out
     assert result['params'] == sum(p.numel() for p in build_model(load(name)).parameters())

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 from authors_checkpoint import save_authors_dense_file, save_authors_imagenet_file
+from conftest import AUTHORS_PARAMS
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
@@ -19,7 +20,6 @@ from mmrala.models import RAVLT as PlainRAVLT
 from mmrala.models import RAVLTClassifier
 
 REPO = __import__('pathlib').Path(__file__).resolve().parents[1]
-AUTHORS_PARAMS = {'t': 14_897_768, 's': 25_591_208, 'b': 48_241_288, 'l': 95_242_440}
 
 
 def scoped_registry(scope):

@@ -20,21 +20,16 @@ import torch
 
 pytest.importorskip('triton')
 
-from conftest import REPO, TOOLS, tool_env  # noqa: E402
+from conftest import REPO, TOOLS, load_tool, tool_env  # noqa: E402
 from triton_interpreter import interpreted, run_interpreted_tests  # noqa: E402, F401
 
-sys.path.insert(0, TOOLS)
 # The measuring tools the benchmark prints with: saved_tensors_hooks, a dispatch-mode
 # recorder of the tensors ops create, and the float64 comparison.
-from benchmark_rala import (  # noqa: E402
-    TOLERANCE,
-    AllocationRecorder,
-    gradients,
-    layer_inputs,
-    layer_memory,
-    rel_rms,
-    saved_tensor_bytes,
-)
+_benchmark = load_tool('benchmark_rala')
+(TOLERANCE, AllocationRecorder, gradients, layer_inputs, layer_memory, rel_rms,
+ saved_tensor_bytes) = (getattr(_benchmark, name) for name in (
+    'TOLERANCE', 'AllocationRecorder', 'gradients', 'layer_inputs', 'layer_memory', 'rel_rms',
+    'saved_tensor_bytes'))
 
 from mmrala.ops import rala_gated_attention  # noqa: E402
 

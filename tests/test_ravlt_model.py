@@ -4,10 +4,9 @@ import itertools
 import pytest
 import torch
 import torch.nn as nn
+from conftest import AUTHORS_PARAMS
 
 from mmrala.models import ARCH_SETTINGS, RAVLT, RAVLTClassifier
-
-AUTHORS_PARAMS = {'t': 14_897_768, 's': 25_591_208, 'b': 48_241_288, 'l': 95_242_440}
 
 
 def count(model):

@@ -7,6 +7,7 @@ import pytest
 import timm
 import torch
 from authors_checkpoint import save_authors_imagenet_file
+from conftest import AUTHORS_PARAMS
 from timm.layers import create_feature_extractor, get_notrace_functions, get_notrace_modules
 from torchvision.models import feature_extraction as tv_fx
 
@@ -14,8 +15,6 @@ from mmrala.checkpoint import CheckpointError
 from mmrala.models import RAVLTClassifier
 
 VARIANTS = ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_l')
-AUTHORS_PARAMS = {'ravlt_t': 14_897_768, 'ravlt_s': 25_591_208, 'ravlt_b': 48_241_288,
-                  'ravlt_l': 95_242_440}
 # timm's tracer settings, as its own FX tests use them
 FX_TRACER_KWARGS = dict(leaf_modules=get_notrace_modules(),
                         autowrap_functions=get_notrace_functions(), param_shapes_constant=True)
@@ -46,7 +45,7 @@ def test_registered_with_a_default_cfg_naming_the_authors_file(name):
     assert cfg['paper_ids'] == 'arXiv:2411.07635'
     state = model.state_dict()
     assert f"{cfg['first_conv']}.weight" in state and f"{cfg['classifier']}.weight" in state
-    assert sum(p.numel() for p in model.parameters()) == AUTHORS_PARAMS[name]
+    assert sum(p.numel() for p in model.parameters()) == AUTHORS_PARAMS[name[len('ravlt_'):]]
     assert model.num_features == (640 if name == 'ravlt_l' else 512)
     assert model.head_hidden_size == 1024
 

@@ -682,7 +682,6 @@ def main(argv=None):
     if not on_gpu:
         # Read when triton is imported, so before anything imports it.
         os.environ.setdefault('TRITON_INTERPRET', '1')
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import triton
 
     bench = Bench(torch.device('cuda' if on_gpu else 'cpu'), args.quick)

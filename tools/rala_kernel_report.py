@@ -14,8 +14,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from mmrala.ops import kernel_report  # noqa: E402
 
 
