@@ -100,7 +100,7 @@ def test_mmengine_loads_weights_only_even_when_the_environment_forbids_it(tmp_pa
 
 
 # ---------------------------------------------------------------------------------------
-# Strict loading of whole-model checkpoints (load_from, tools/test.py, --resume, demo)
+# Strict loading of whole-model checkpoints (load_from, tools/test.py, --resume, tools/infer.py)
 # ---------------------------------------------------------------------------------------
 
 def build_detector(config):
