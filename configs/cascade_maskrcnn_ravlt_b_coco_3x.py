@@ -1,10 +1,9 @@
 # Cascade Mask R-CNN 3x with RAVLT-B on COCO: cascade_maskrcnn_ravlt_s_coco_3x.py with the
 # B variant.
 _base_ = './cascade_maskrcnn_ravlt_s_coco_3x.py'
+pretrained = 'checkpoints/RAVLT_B.pth'
 
-model = dict(
-    backbone=dict(
-        arch='b', drop_path_rate=0.4, init_cfg=dict(checkpoint='checkpoints/RAVLT_B.pth')),
-    neck=dict(in_channels=[96, 192, 384, 512]))
+model = dict(backbone=dict(arch='b', drop_path_rate=0.4, init_cfg=dict(checkpoint=pretrained)),
+             neck=dict(in_channels=[96, 192, 384, 512]))
 
 paper_results = dict(box_AP=55.3, mask_AP=47.7, params_M=105, flops_G=851)

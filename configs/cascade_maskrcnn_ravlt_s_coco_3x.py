@@ -21,9 +21,8 @@ runner_type = 'MMRalaRunner'
 custom_hooks = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]
 
 model = dict(
-    backbone=dict(
-        **_base_.ravlt_dense_backbone, arch='s', drop_path_rate=0.15,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_S.pth')),
+    backbone=dict(**_base_.ravlt_dense_backbone, arch='s', drop_path_rate=0.15,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_S.pth')),
     neck=dict(in_channels=[64, 128, 320, 512]))
 
 # As in the authors' cascade configs: no weight decay on any norm layer (by type) nor on

@@ -3,22 +3,17 @@
 # 80k schedule, with the authors' optimiser: AdamW lr 1e-4, weight decay 1e-4, poly decay
 # (power 0.9, down to 1e-6), 2 images per GPU on 8 GPUs. fpn_ravlt_{s,b,l}_ade20k.py
 # inherit this file and change only the variant.
-_base_ = [
-    'mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py',
-    './_base_/ravlt_common.py', './_base_/mmrala_runtime.py'
-]
+_base_ = ['mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/schedules/schedule_80k.py',
+          './_base_/ravlt_ade20k.py']
 
-crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
 model = dict(
-    data_preprocessor=data_preprocessor,
-    pretrained=None,
-    backbone=dict(
-        **_base_.ravlt_dense_backbone, arch='t', drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_T.pth')),
+    backbone=dict(**_base_.ravlt_dense_backbone, arch='t', drop_path_rate=0.1,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_T.pth')),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=256, num_outs=4),
-    decode_head=dict(num_classes=150))
+    decode_head=dict(num_classes=150),
+    # pad to the crop size; and no ImageNet ResNet from mmseg's model config (a segmentor
+    # hands its `pretrained` to the backbone)
+    data_preprocessor=dict(size=_base_.crop_size), pretrained=None)
 
 optim_wrapper = dict(
     _delete_=True,

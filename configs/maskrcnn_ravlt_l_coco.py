@@ -1,9 +1,8 @@
 # Mask R-CNN 1x with RAVLT-L on COCO: maskrcnn_ravlt_t_coco.py with the L variant.
 _base_ = './maskrcnn_ravlt_t_coco.py'
+pretrained = 'checkpoints/RAVLT_L.pth'
 
-model = dict(
-    backbone=dict(
-        arch='l', drop_path_rate=0.55, init_cfg=dict(checkpoint='checkpoints/RAVLT_L.pth')),
-    neck=dict(in_channels=[96, 192, 448, 640]))
+model = dict(backbone=dict(arch='l', drop_path_rate=0.55, init_cfg=dict(checkpoint=pretrained)),
+             neck=dict(in_channels=[96, 192, 448, 640]))
 
 paper_results = dict(box_AP=52.3, mask_AP=46.4, params_M=114, flops_G=501)

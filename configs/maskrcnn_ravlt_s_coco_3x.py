@@ -12,9 +12,8 @@ _base_ = [
 pretrained = None  # the Swin checkpoint variable of the inherited config; unused
 
 model = dict(
-    backbone=dict(
-        **_base_.ravlt_dense_backbone, arch='s', drop_path_rate=0.15,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_S.pth')),
+    backbone=dict(**_base_.ravlt_dense_backbone, arch='s', drop_path_rate=0.15,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_S.pth')),
     neck=dict(in_channels=[64, 128, 320, 512]))
 
 optim_wrapper = _base_.ravlt_coco_optim_wrapper

@@ -4,15 +4,12 @@
 # which already is the authors' (12 epochs, lr x0.1 after epochs 8 and 11, 500 warm-up
 # iterations, batch 16). maskrcnn_ravlt_{s,b,l}_coco.py inherit this file and change only
 # the variant.
-_base_ = [
-    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/ravlt_common.py',
-    './_base_/mmrala_runtime.py'
-]
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/ravlt_common.py',
+          './_base_/mmrala_runtime.py']
 
 model = dict(
-    backbone=dict(
-        **_base_.ravlt_dense_backbone, arch='t', drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_T.pth')),
+    backbone=dict(**_base_.ravlt_dense_backbone, arch='t', drop_path_rate=0.1,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_T.pth')),
     neck=dict(in_channels=[64, 128, 256, 512]))
 
 optim_wrapper = _base_.ravlt_coco_optim_wrapper

@@ -3,17 +3,14 @@
 # the detector (FPN start_level 1, add_extra_convs 'on_input', 5 levels), the 1333x800
 # pipeline and the 1x schedule. retinanet_ravlt_{s,b,l}_coco.py inherit this file and
 # change only the variant.
-_base_ = [
-    'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_base_/ravlt_common.py',
-    './_base_/mmrala_runtime.py'
-]
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_base_/ravlt_common.py',
+          './_base_/mmrala_runtime.py']
 
 # All four stages go to the FPN as in the authors' code; with start_level 1 the stride-4
 # output is computed but unused, hence find_unused_parameters (also the authors').
 model = dict(
-    backbone=dict(
-        **_base_.ravlt_dense_backbone, arch='t', drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_T.pth')),
+    backbone=dict(**_base_.ravlt_dense_backbone, arch='t', drop_path_rate=0.1,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_T.pth')),
     neck=dict(
         in_channels=[64, 128, 256, 512], start_level=1, add_extra_convs='on_input',
         num_outs=5))

@@ -5,27 +5,20 @@
 # parameters named 'norm'), 1500 iterations of linear warm-up, then linear (poly power 1)
 # decay; 2 images per GPU on 8 GPUs. The paper has no T model for this recipe:
 # upernet_ravlt_{b,l}_ade20k.py inherit this file and change only the variant.
-_base_ = [
-    'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
-    './_base_/ravlt_common.py', './_base_/mmrala_runtime.py'
-]
+_base_ = ['mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/schedules/schedule_160k.py',
+          './_base_/ravlt_ade20k.py']
 
-crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
 model = dict(
-    data_preprocessor=data_preprocessor,
-    pretrained=None,
-    backbone=dict(
-        **_base_.ravlt_dense_backbone, arch='s', drop_path_rate=0.15,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_S.pth')),
+    backbone=dict(**_base_.ravlt_dense_backbone, arch='s', drop_path_rate=0.15,
+                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_S.pth')),
     decode_head=dict(in_channels=[64, 128, 320, 512], num_classes=150),
-    auxiliary_head=dict(in_channels=320, num_classes=150))
+    auxiliary_head=dict(in_channels=320, num_classes=150),
+    # pad to the crop size; and no ImageNet ResNet from mmseg's model config (a segmentor
+    # hands its `pretrained` to the backbone)
+    data_preprocessor=dict(size=_base_.crop_size), pretrained=None)
 
 optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    optimizer=dict(_delete_=True, type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),

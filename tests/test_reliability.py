@@ -16,7 +16,12 @@ from conftest import CONFIGS, REPO, tool_env
 
 from mmrala.checkpoint import CheckpointError, load_checkpoint_file
 from mmrala.mm import load_model_weights
-from mmrala.mm.runtime import MMRalaRunner, find_resume_checkpoint
+from mmrala.mm.runtime import (
+    MainProcessLoggerHook,
+    MMRalaRunner,
+    find_resume_checkpoint,
+    use_safer_default_hooks,
+)
 from mmrala.models import RAVLT as PlainRAVLT
 
 CONVERTER = osp.join(REPO, 'tools', 'convert_official.py')
@@ -176,6 +181,8 @@ class Log:
     def warning(self, text):
         self.lines.append(text)
 
+    info = warning
+
 
 def save_fake_checkpoint(path, step):
     torch.save({'state_dict': {'w': torch.full((2,), float(step))}, 'meta': {'iter': step}},
@@ -219,6 +226,45 @@ def test_resume_refuses_to_start_over_on_top_of_unreadable_checkpoints(tmp_path)
 
 def test_resume_in_an_empty_work_dir_starts_fresh(tmp_path):
     assert find_resume_checkpoint(str(tmp_path), Log()) is None
+
+
+def test_every_config_gets_the_safer_stock_hooks_with_their_arguments():
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(CONFIGS, 'quickstart', 'maskrcnn_ravlt_t_shapes.py'))
+    expected = {name: dict(hook) for name, hook in cfg.default_hooks.items()}
+    use_safer_default_hooks(cfg)
+    assert cfg.default_hooks.checkpoint.type == 'CrashSafeCheckpointHook'
+    assert cfg.default_hooks.logger.type == 'MainProcessLoggerHook'
+    for name, hook in cfg.default_hooks.items():
+        assert {k: v for k, v in hook.items() if k != 'type'} == \
+            {k: v for k, v in expected[name].items() if k != 'type'}
+
+
+class EpochEndRunner:
+    """What LoggerHook.after_test_epoch reads from a runner."""
+
+    def __init__(self, log_dir):
+        self.log_dir, self.test_dataloader, self.logger = str(log_dir), [0, 1], Log()
+        self.log_processor = self
+
+    @staticmethod
+    def get_log_after_epoch(runner, batches, mode, with_non_scalar=False):
+        return {'coco/bbox_mAP': 0.5, 'time': 1.25}, f'Epoch({mode}) [{batches}]'
+
+
+@pytest.mark.parametrize('main', [True, False])
+def test_only_the_main_process_writes_the_test_metrics(tmp_path, monkeypatch, main):
+    """Every rank used to write <timestamp>.json at once (the same name on all ranks),
+    which left trailing bytes of the longer write: not JSON any more."""
+    from mmrala.mm import runtime
+    monkeypatch.setattr(runtime, 'is_main_process', lambda: main)
+    hook = MainProcessLoggerHook()
+    hook.json_log_path = 'run.json'
+    hook.after_test_epoch(EpochEndRunner(tmp_path))
+    written = tmp_path / 'run.json'
+    assert written.is_file() == main
+    if main:
+        assert json.loads(written.read_text()) == {'coco/bbox_mAP': 0.5, 'time': 1.25}
 
 
 # ---------------------------------------------------------------------------------------

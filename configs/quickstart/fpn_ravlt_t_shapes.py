@@ -1,6 +1,6 @@
 # Quick start: Semantic FPN with RAVLT-T, from random weights, on the embedded shapes
 # dataset in the ADE20K folder layout (tools/make_shapes_dataset.py); trains and
-# evaluates in about 8 minutes on 2 CPU cores.
+# evaluates in about 9 minutes on 2 CPU cores.
 #
 #   python tools/quickstart.py fpn             # data, training, held-out mIoU, pictures
 #
@@ -15,7 +15,7 @@ _base_ = ['../fpn_ravlt_t_ade20k.py']
 # Read by tools/quickstart.py only (configs/README.md): where the shapes dataset goes,
 # and the held-out mIoU (%) below which the quick start fails (measured in the README).
 quickstart_data = 'data/shapes'
-quickstart_floor = dict(metric='mIoU', value=45.0)
+quickstart_floor = dict(metric='mIoU', value=40.0)
 
 data_root = quickstart_data + '/ade/'
 metainfo = dict(
@@ -58,9 +58,9 @@ val_dataloader = dict(
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# 700 iterations of batch 4 (1.4 passes over the 2000 images): 50 iterations of
+# 400 iterations of batch 4 (0.8 passes over the 2000 images): 50 iterations of
 # warm-up, then poly decay.
-max_iters = 700
+max_iters = 400
 optim_wrapper = dict(optimizer=dict(lr=2e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),

@@ -72,9 +72,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-# 750 iterations of batch 4 (1.5 passes over the 2000 images): 100 iterations of
+# 500 iterations of batch 4 (one pass over the 2000 images): 100 iterations of
 # warm-up, then cosine decay; evaluation on the 100 held-out images at the end.
-max_iters = 750
+max_iters = 500
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=2e-4), clip_grad=dict(max_norm=5.0))

@@ -1,6 +1,6 @@
 # Quick start: RAVLT-T classifier trained from random weights on the embedded shapes
 # dataset, ImageNet-style class folders (tools/make_shapes_dataset.py); trains and
-# evaluates in about 4 minutes on 2 CPU cores.
+# evaluates in about 5 minutes on 2 CPU cores.
 #
 #   python tools/quickstart.py cls             # data, training, held-out top-1, pictures
 #
@@ -53,9 +53,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
 
-# 5 epochs of 63 iterations (2000 images, batch 32): 30 iterations of warm-up, then
+# 3 epochs of 63 iterations (2000 images, batch 32): 30 iterations of warm-up, then
 # cosine decay. lr 5e-4 at batch 32: from random weights, 1e-3 stalls at chance.
-max_epochs = 5
+max_epochs = 3
 optim_wrapper = dict(optimizer=dict(lr=5e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),

@@ -8,7 +8,13 @@ makes ``type='RAVLT'`` resolve under every ``default_scope``.
 """
 from .backbone import RAVLTBackbone, RAVLTClsNeck
 from .hooks import FiniteLossHook
-from .runtime import CrashSafeCheckpointHook, MMRalaRunner, RNGStateHook, load_model_weights
+from .runtime import (
+    CrashSafeCheckpointHook,
+    MainProcessLoggerHook,
+    MMRalaRunner,
+    RNGStateHook,
+    load_model_weights,
+)
 from .safe_load import (
     MMENGINE_CHECKPOINT_GLOBALS,
     allow_mmengine_checkpoint_globals,
@@ -18,5 +24,6 @@ from .safe_load import (
 force_weights_only_loading()
 
 __all__ = ['RAVLTBackbone', 'RAVLTClsNeck', 'FiniteLossHook', 'CrashSafeCheckpointHook',
-           'MMRalaRunner', 'RNGStateHook', 'load_model_weights', 'MMENGINE_CHECKPOINT_GLOBALS',
-           'allow_mmengine_checkpoint_globals', 'force_weights_only_loading']
+           'MainProcessLoggerHook', 'MMRalaRunner', 'RNGStateHook', 'load_model_weights',
+           'MMENGINE_CHECKPOINT_GLOBALS', 'allow_mmengine_checkpoint_globals',
+           'force_weights_only_loading']

@@ -27,6 +27,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
@@ -49,10 +50,35 @@ PICTURE_GLOBS = {
     'fpn': 'images/validation/*.jpg',
     'cls': 'val/*/*.JPEG',
 }
-# mmengine's DefaultOptimWrapperConstructor logs one line per parameter with its options
-# (hundreds for RAVLT-T), which bury the training progress on the console. The log file
-# in the work dir keeps them.
-HIDDEN_FROM_CONSOLE = ('paramwise_options -- ', )
+# mmengine's start-up log records that run to hundreds of lines and would bury the
+# training progress on the console: the machine's environment (a record whose first line
+# is empty), the whole config, the hook order, and one line per parameter with its
+# optimiser options (configs with a paramwise_cfg). The log file in the work dir keeps
+# them all. Each is the start of a record's message.
+HIDDEN_FROM_CONSOLE = ('', 'Config:', 'Hooks will be executed', 'paramwise_options -- ')
+LOG_RECORD = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - [A-Z]+ - (.*)$')
+# lines that are not part of a log record: Python's own reports
+NOT_A_RECORD = re.compile(r'^(Traceback|\S+: \S*(Error|Warning)\b|\S*(Error|Exception)\b)')
+
+
+class ConsoleFilter:
+    """Decides, line by line, what of a training run's output reaches the console: all
+    but the records of HIDDEN_FROM_CONSOLE, each with its continuation lines."""
+
+    def __init__(self):
+        self.hiding = False
+
+    def shows(self, line: str) -> bool:
+        record = LOG_RECORD.match(line.rstrip('\n'))
+        if record:
+            message = record.group(1).strip()
+            self.hiding = any(message.startswith(hidden) if hidden else not message
+                              for hidden in HIDDEN_FROM_CONSOLE)
+        elif NOT_A_RECORD.match(line):
+            self.hiding = False
+        return not self.hiding
+
+
 TRAIN = 'from mmrala.mm.cli import train_main; train_main()'
 
 
@@ -81,15 +107,16 @@ def options_dict(options: list[str]) -> dict:
 
 def train(config, work_dir, cfg_options) -> int:
     """tools/train.py on config in a child process, its console output passed through
-    but for HIDDEN_FROM_CONSOLE; returns its exit status."""
+    a ConsoleFilter; returns its exit status."""
     cmd = [sys.executable, '-c', TRAIN, config, '--work-dir', work_dir]
     if cfg_options:
         cmd += ['--cfg-options', *cfg_options]
     env = dict(os.environ, PYTHONUNBUFFERED='1')  # progress as it happens, not in blocks
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors='replace') as proc:
+        console = ConsoleFilter()
         for line in proc.stdout:
-            if not any(hidden in line for hidden in HIDDEN_FROM_CONSOLE):
+            if console.shows(line):
                 sys.stdout.write(line)
                 sys.stdout.flush()
     return proc.returncode

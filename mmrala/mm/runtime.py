@@ -10,6 +10,7 @@ mmrala's own:
   behind a dataset error, and names the rank that stopped answering in a distributed run;
 * :class:`CrashSafeCheckpointHook`: write, fsync, rename, then point ``last_checkpoint``
   at it, and only then delete old checkpoints;
+* :class:`MainProcessLoggerHook`: one writer of the test metrics file in distributed runs;
 * :class:`RNGStateHook`: exact ``--resume`` of iteration-based runs;
 * ``FiniteLossHook`` (in :mod:`.hooks`): stops at the first NaN/Inf loss.
 """
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.dist import all_gather_object, get_dist_info, is_main_process
 from mmengine.fileio.backends import LocalBackend
-from mmengine.hooks import CheckpointHook, Hook
+from mmengine.hooks import CheckpointHook, Hook, LoggerHook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS, RUNNERS
 from mmengine.runner import Runner
@@ -304,6 +305,39 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 os.remove(path)
 
 
+@HOOKS.register_module()
+class MainProcessLoggerHook(LoggerHook):
+    """mmengine's LoggerHook, with the test metrics file written by the main process only.
+
+    mmengine writes ``<timestamp>.json`` after a test from every rank, and every rank
+    shares rank 0's timestamp, so two ranks write one file at once: a shorter write over
+    a longer one leaves the tail of the longer, and the file is no longer JSON. The
+    validation and training logs already go through the visualizer, which writes from
+    the main process only.
+    """
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        if is_main_process():
+            super().after_test_epoch(runner, metrics)
+
+
+# a stock hook type in a config's default_hooks -> the mmrala hook that replaces it
+SAFER_DEFAULT_HOOKS = {
+    'checkpoint': (CheckpointHook, 'CrashSafeCheckpointHook'),
+    'logger': (LoggerHook, 'MainProcessLoggerHook'),
+}
+
+
+def use_safer_default_hooks(cfg) -> None:
+    """Swaps the stock hooks of ``cfg.default_hooks`` for mmrala's, keeping their
+    arguments; a config that chose another hook type keeps it."""
+    default_hooks = cfg.get('default_hooks') or {}
+    for name, (stock, safer) in SAFER_DEFAULT_HOOKS.items():
+        hook = default_hooks.get(name)
+        if hook and hook.get('type') in (stock.__name__, stock):
+            hook['type'] = safer
+
+
 def _is_intact_checkpoint(path: str) -> bool:
     try:
         checkpoint = load_checkpoint_file(path)
@@ -415,8 +449,9 @@ class MMRalaRunner(Runner):
     """mmengine's Runner with mmrala's guarantees; a config selects it with
     ``runner_type='MMRalaRunner'``, which the stock tools honour.
 
-    The config's ``CheckpointHook`` becomes :class:`CrashSafeCheckpointHook`, with the
-    same arguments, and loaders without workers drop ``persistent_workers`` (torch
+    The config's ``CheckpointHook`` and ``LoggerHook`` become
+    :class:`CrashSafeCheckpointHook` and :class:`MainProcessLoggerHook`, with the same
+    arguments, and loaders without workers drop ``persistent_workers`` (torch
     refuses the combination, and a config's ``num_workers=0`` override would hit it).
 
     Extra config keys:
@@ -437,9 +472,7 @@ class MMRalaRunner(Runner):
             loader = cfg.get(field)
             if loader and loader.get('num_workers', 0) == 0:
                 loader['persistent_workers'] = False  # torch refuses it without workers
-        checkpoint_hook = (cfg.get('default_hooks') or {}).get('checkpoint')
-        if checkpoint_hook and checkpoint_hook.get('type') in ('CheckpointHook', CheckpointHook):
-            checkpoint_hook['type'] = 'CrashSafeCheckpointHook'
+        use_safer_default_hooks(cfg)
         init_cpu_distributed(cfg)
         runner = super().from_cfg(cfg)
         runner.optional_checkpoint_keys = tuple(cfg.get('optional_checkpoint_keys', ()))

@@ -44,21 +44,18 @@ def _create_ravlt(variant, pretrained=False, **kwargs) -> RAVLTClassifier:
         arch=variant, **kwargs)
 
 
-@register_model
-def ravlt_t(pretrained=False, **kwargs) -> RAVLTClassifier:
-    return _create_ravlt('ravlt_t', pretrained, **kwargs)
+def _register(variant: str):
+    """Registers timm's entry point for one variant under the variant's own name, as a
+    ``def ravlt_t(pretrained=False, **kwargs)`` with ``@register_model`` would: timm takes
+    the registry name from the function's name and its pretrained cfgs from
+    ``default_cfgs``."""
+    def entry_point(pretrained=False, **kwargs) -> RAVLTClassifier:
+        return _create_ravlt(variant, pretrained, **kwargs)
+
+    entry_point.__name__ = entry_point.__qualname__ = variant
+    entry_point.__doc__ = (f'RAVLT-{variant[-1].upper()} classifier; '
+                           f'``timm.create_model({variant!r}, pretrained=..., **kwargs)``.')
+    return register_model(entry_point)
 
 
-@register_model
-def ravlt_s(pretrained=False, **kwargs) -> RAVLTClassifier:
-    return _create_ravlt('ravlt_s', pretrained, **kwargs)
-
-
-@register_model
-def ravlt_b(pretrained=False, **kwargs) -> RAVLTClassifier:
-    return _create_ravlt('ravlt_b', pretrained, **kwargs)
-
-
-@register_model
-def ravlt_l(pretrained=False, **kwargs) -> RAVLTClassifier:
-    return _create_ravlt('ravlt_l', pretrained, **kwargs)
+ravlt_t, ravlt_s, ravlt_b, ravlt_l = map(_register, ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_l'))
