@@ -9,11 +9,12 @@ _base_ = [
     'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', './_base_/ravlt_common.py',
     './_base_/mmrala_runtime.py'
 ]
-pretrained = None  # the Swin checkpoint variable of the inherited config; unused
+# the ImageNet file, under the name the inherited Swin config (and the variants) use
+pretrained = 'checkpoints/RAVLT_S.pth'
 
 model = dict(
     backbone=dict(**_base_.ravlt_dense_backbone, arch='s', drop_path_rate=0.15,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RAVLT_S.pth')),
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 320, 512]))
 
 optim_wrapper = _base_.ravlt_coco_optim_wrapper

@@ -16,6 +16,9 @@ from .ravlt import CLASSIFIER, FIRST_CONV, RAVLTClassifier, checkpoint_filter_fn
 
 __all__ = ['default_cfgs', 'ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_l']
 
+# timm's names of the four released variants, as in the authors' files RAVLT_T.pth ...
+VARIANTS = ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_l')
+
 
 def _cfg(file, **kwargs):
     return dict(
@@ -27,7 +30,7 @@ def _cfg(file, **kwargs):
 
 
 default_cfgs = generate_default_cfgs({
-    f'ravlt_{variant}.in1k': _cfg(f'RAVLT_{variant.upper()}.pth') for variant in 'tsbl'})
+    f'{variant}.in1k': _cfg(f'{variant.upper()}.pth') for variant in VARIANTS})
 
 
 def _create_ravlt(variant, pretrained=False, **kwargs) -> RAVLTClassifier:
@@ -58,4 +61,4 @@ def _register(variant: str):
     return register_model(entry_point)
 
 
-ravlt_t, ravlt_s, ravlt_b, ravlt_l = map(_register, ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_l'))
+ravlt_t, ravlt_s, ravlt_b, ravlt_l = map(_register, VARIANTS)
