@@ -27,14 +27,19 @@ pytestmark = [
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 4e-3}
 
 # (batch, heads, head dim, H, W): RAVLT-S stages 1 and 2 of Mask R-CNN at 1344 x 800,
-# the d = 96 stages of RAVLT-B / L, and ragged odd sizes.
+# and ragged odd sizes.
 WORKLOADS = [
     (2, 1, 64, 200, 336),
     (2, 2, 64, 100, 168),
-    (2, 1, 96, 200, 336),
-    (2, 2, 96, 100, 168),
     (3, 3, 64, 57, 91),
     (1, 1, 64, 1, 1),
+]
+# The d = 96 stages of RAVLT-B / L. Tested last, in their own test: on an H100 (Triton
+# 3.6, 2026-11-23) fp32 at d = 96 stopped with an illegal shared-memory access, which
+# leaves the CUDA context unusable for every test after it.
+WORKLOADS_ABOVE_64 = [
+    (2, 1, 96, 200, 336),
+    (2, 2, 96, 100, 168),
 ]
 
 
@@ -61,6 +66,10 @@ def _run(conv_out, heads, grad, impl='triton'):
 @pytest.mark.parametrize('batch,heads,head_dim,height,width', WORKLOADS,
                          ids=lambda v: str(v))
 def test_matches_float64_reference(dtype, batch, heads, head_dim, height, width):
+    _check_against_float64(dtype, batch, heads, head_dim, height, width)
+
+
+def _check_against_float64(dtype, batch, heads, head_dim, height, width):
     conv_out = _conv_output(batch, heads, head_dim, height, width, dtype)
     channels = heads * head_dim
     grad = torch.randn(batch, channels, height, width, device='cuda').to(dtype)
@@ -78,7 +87,7 @@ def test_matches_float64_reference(dtype, batch, heads, head_dim, height, width)
     assert torch.count_nonzero(grad_conv[:, 3 * channels:]) == 0
 
 
-@pytest.mark.parametrize('batch,heads,head_dim,height,width', WORKLOADS[:3],
+@pytest.mark.parametrize('batch,heads,head_dim,height,width', WORKLOADS[:2],
                          ids=lambda v: str(v))
 def test_repeated_runs_are_bitwise_identical(batch, heads, head_dim, height, width):
     conv_out = _conv_output(batch, heads, head_dim, height, width, torch.bfloat16, seed=1)
@@ -149,9 +158,25 @@ def test_pipelining_depth_does_not_change_a_bit(monkeypatch, stages):
     conv_out = _conv_output(2, 1, 64, 100, 168, torch.bfloat16, seed=2)
     grad = torch.randn(2, 64, 100, 168, device='cuda').to(torch.bfloat16)
     pinned = _run(conv_out, 1, grad)
-    forced = {name: tuple((block, warps, stages) for block, warps, _ in options)
-              for name, options in rala_triton.PASS_TILING.items()}
+    forced = {tiling: {name: (block, warps, stages)
+                       for name, (block, warps, _) in options.items()}
+              for tiling, options in rala_triton.PASS_TILING.items()}
     monkeypatch.setattr(rala_triton, 'PASS_TILING', forced)
     again = _run(conv_out, 1, grad)
     assert torch.equal(pinned[0], again[0])
     assert torch.equal(pinned[1], again[1])
+
+
+def test_fp32_above_head_dim_64_is_refused():
+    conv_out = _conv_output(1, 1, 96, 16, 24, torch.float32)
+    with pytest.raises(ValueError, match='fp32 at head dim 96'):
+        rala_attention(conv_out[:, :288], 1, impl='triton')
+
+
+# Last in this file: see WORKLOADS_ABOVE_64.
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
+@pytest.mark.parametrize('batch,heads,head_dim,height,width', WORKLOADS_ABOVE_64,
+                         ids=lambda v: str(v))
+def test_head_dims_above_64_match_float64_reference(dtype, batch, heads, head_dim, height,
+                                                    width):
+    _check_against_float64(dtype, batch, heads, head_dim, height, width)

@@ -32,6 +32,9 @@ from collections import Counter
 import torch
 
 ARCHS = {'sm_90': 90, 'sm_80': 80}
+# Shared memory one program can have (bytes): 227 KB on sm_90, 163 KB on sm_80. A build
+# above it compiles but cannot launch.
+SHARED_MEMORY_LIMIT = {'sm_90': 227 * 1024, 'sm_80': 163 * 1024}
 HALF_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 DTYPES = {**HALF_DTYPES, 'fp32': torch.float32}
 ACCESS_WIDTHS = (1, 2, 4, 8, 16)
@@ -66,6 +69,10 @@ class KernelStats:
     @property
     def spill_bytes(self) -> int:
         return self.spill_store_bytes + self.spill_load_bytes
+
+    @property
+    def fits_shared_memory(self) -> bool:
+        return self.shared_bytes <= SHARED_MEMORY_LIMIT[self.arch]
 
     @property
     def narrow_accesses(self) -> int:
@@ -279,10 +286,13 @@ def kernel_stats(binary, arch_name, dtype_name, head_dim, aligned, kernel_name, 
 def collect(archs=tuple(ARCHS), dtypes=tuple(HALF_DTYPES), head_dims=(64, 96),
             alignments=(True, False), progress=None):
     """KernelStats of every distinct (kernel, specialisation, config) the op launches."""
+    module = gpu_build()
     rows = []
     for arch_name in archs:
         for dtype_name in dtypes:
             for head_dim in head_dims:
+                if module.tiling_class(DTYPES[dtype_name], head_dim) not in module.PASS_TILING:
+                    continue    # the op refuses it on a GPU
                 for aligned in alignments:
                     size = ALIGNED_SIZE if aligned else UNALIGNED_SIZE
                     launches, _ = record_launches(DTYPES[dtype_name], head_dim, *size)

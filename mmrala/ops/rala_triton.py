@@ -59,7 +59,7 @@ import triton.language as tl
 from .rope import rope_tables
 
 __all__ = ['KERNELS_INTERPRETED', 'RALAAttentionFunction', 'chunk_tokens_for',
-           'rala_attention_triton']
+           'rala_attention_triton', 'tiling_class']
 
 # Added to the denominator Q_i . km, as in the authors' layer.
 RALA_EPS = tl.constexpr(1e-6)
@@ -95,21 +95,38 @@ _SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks',
                'stride_qkv_b', 'stride_out_b', 'stride_grad_b',
                'stride_qkv_c', 'stride_out_c', 'stride_grad_c']
 
-# Launch options of each token pass: (BLOCK_L, num_warps, num_stages), for head dims up
-# to 64 and above 64 (padded to 128 channels). One pinned choice per pass and head dim,
-# not an autotuned one: the tile size and the number of warps set how the sums over
-# tokens are split and ordered, so a choice that varied between processes or GPUs would
-# change the bits of the result. Each entry is the fastest-looking choice that compiles
-# without register spills for sm_80 and sm_90 in bf16 and fp16, as shown by
-# tools/rala_kernel_report.py (and asserted by tests/test_rala_triton.py).
+# Launch options of each token pass, (BLOCK_L, num_warps, num_stages), per tiling class:
+# the dot precision ('half': bf16 / fp16 operands, 'fp32': 3xTF32) and the padded head
+# dim (64: head dims up to 64; 128: above 64). One pinned choice per pass and class, not
+# an autotuned one: the tile size and the number of warps set how the sums over tokens
+# are split and ordered, so a choice that varied between processes or GPUs would change
+# the bits of the result.
+#
+# 'half' at d <= 64: per pass, the fastest of the launch options timed on an H100
+# (tools/benchmark_rala.py's per-pass replay, RAVLT-S stage 1, bf16, 2026-11-23; see
+# docs/rala_kernel.md section 8) among those that compile without register spills for
+# sm_90 (tools/rala_kernel_report.py; asserted by tests/test_rala_triton.py; on sm_80,
+# B1 spills 32 bytes in fp16).
+# Four warps beat eight in every pass there. 'fp32' at d <= 64 is the set that passed the
+# H100 tests (its B2 and B3 spill; the static tests hold half precision to none). 'half'
+# above 64 has not run on a GPU yet. fp32 above 64 has no entry: its
+# 3xTF32 operands of B2 and B3 need about 280 KB of shared memory, more than any GPU has
+# (the op refuses it; the interpreter still runs it to test the algebra).
 PASS_TILING = {
-    'F1': ((64, 4, 2), (64, 4, 2)),
-    'F2': ((32, 8, 2), (16, 8, 2)),
-    'F3': ((32, 8, 2), (16, 8, 2)),
-    'B1': ((16, 8, 2), (16, 8, 2)),
-    'B2': ((16, 8, 2), (8, 8, 2)),
-    'B3': ((32, 8, 2), (8, 8, 2)),
+    ('half', 64): {
+        'F1': (128, 4, 2), 'F2': (32, 4, 2), 'F3': (32, 4, 1),
+        'B1': (16, 4, 2), 'B2': (16, 4, 2), 'B3': (16, 4, 2),
+    },
+    ('half', 128): {
+        'F1': (64, 4, 2), 'F2': (16, 8, 2), 'F3': (16, 8, 2),
+        'B1': (16, 8, 2), 'B2': (8, 8, 2), 'B3': (8, 8, 2),
+    },
+    ('fp32', 64): {
+        'F1': (64, 4, 2), 'F2': (32, 8, 2), 'F3': (32, 8, 2),
+        'B1': (16, 8, 2), 'B2': (16, 8, 2), 'B3': (32, 8, 2),
+    },
 }
+
 # The interpreter runs every pass in 64-token tiles: several tiles per chunk, so the
 # loops and ragged tails run in the CPU tests, without making them slower than needed.
 INTERPRETER_TILING = (64, 4, 1)
@@ -1036,12 +1053,17 @@ def _vector_width(num_tokens: int, *tensors: torch.Tensor) -> int:
     return width
 
 
-def _pass_options(pass_name: str, head_dim: int) -> dict:
+def tiling_class(dtype: torch.dtype, head_dim: int):
+    """The PASS_TILING key of a launch: (dot precision, padded head dim)."""
+    return ('fp32' if dtype == torch.float32 else 'half', 64 if head_dim <= 64 else 128)
+
+
+def _pass_options(pass_name: str, tiling: tuple) -> dict:
     """BLOCK_L, num_warps and num_stages of a token pass; see PASS_TILING."""
     if KERNELS_INTERPRETED:
         block, warps, stages = INTERPRETER_TILING
     else:
-        block, warps, stages = PASS_TILING[pass_name][head_dim > 64]
+        block, warps, stages = PASS_TILING[tiling][pass_name]
     return dict(BLOCK_L=block, num_warps=warps, num_stages=stages)
 
 
@@ -1113,6 +1135,11 @@ class _Geometry:
                              f'{MAX_HEAD_DIM} divisible by 4, got {head_dim}; use impl="torch".')
         if qkv.dtype not in SUPPORTED_DTYPES:
             raise TypeError(f'the fused RALA kernel supports {SUPPORTED_DTYPES}, got {qkv.dtype}.')
+        self.tiling = tiling_class(qkv.dtype, head_dim)
+        if self.tiling not in PASS_TILING and not KERNELS_INTERPRETED:
+            raise ValueError(f'the fused RALA kernel does not run fp32 at head dim {head_dim}: '
+                             'above 64 its fp32 dot operands need more shared memory than a '
+                             'GPU has. Use bf16 / fp16 (e.g. torch.autocast) or impl="torch".')
         if qkv.stride(1) * channels3 >= 2 ** 31:
             # Offsets inside one image are int32 in the kernels (the image offset is int64).
             raise ValueError(f'one image of qkv spans {qkv.stride(1) * channels3} elements, '
@@ -1138,7 +1165,7 @@ class _Geometry:
     def constants(self, pass_name, with_dot=True):
         """constexprs and launch options of token pass ``pass_name`` ('F1' ... 'B3')."""
         consts = dict(NUM_HEADS=self.num_heads, HEAD_DIM=self.head_dim,
-                      PAIRS_PAD=self.pairs_pad, **_pass_options(pass_name, self.head_dim))
+                      PAIRS_PAD=self.pairs_pad, **_pass_options(pass_name, self.tiling))
         if with_dot:
             consts.update(DIM_PAD=self.dim_pad, DOT_MODE=self.dot_mode,
                           FP32_PRECISION=self.fp32_precision)
