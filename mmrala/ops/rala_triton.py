@@ -103,15 +103,16 @@ _SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks',
 # the bits of the result.
 #
 # 'half' at d <= 64: per pass, the fastest of the launch options timed on an H100
-# (tools/benchmark_rala.py's per-pass replay, RAVLT-S stage 1, bf16, 2026-11-23; see
-# docs/rala_kernel.md section 8) among those that compile without register spills for
-# sm_90 (tools/rala_kernel_report.py; asserted by tests/test_rala_triton.py; on sm_80,
-# B1 spills 32 bytes in fp16).
-# Four warps beat eight in every pass there. 'fp32' at d <= 64 is the set that passed the
-# H100 tests (its B2 and B3 spill; the static tests hold half precision to none). 'half'
-# above 64 has not run on a GPU yet. fp32 above 64 has no entry: its
-# 3xTF32 operands of B2 and B3 need about 280 KB of shared memory, more than any GPU has
-# (the op refuses it; the interpreter still runs it to test the algebra).
+# (per-pass replay, RAVLT-S stage 1, bf16, 2026-11-23; docs/rala_kernel.md section 8)
+# among those that compile without register spills for sm_90 (tools/rala_kernel_report.py,
+# asserted by tests/test_rala_triton.py; on sm_80, B1 spills 32 bytes in fp16). The
+# fastest option of every pass had four warps.
+# 'fp32' at d <= 64: the options that passed the H100 tests (its B2 and B3 spill; the
+# static tests hold only half precision to no spills).
+# 'half' above 64 has not run on a GPU yet.
+# fp32 above 64 has no entry: the 3xTF32 operands of B2 and B3 would need about 280 KB of
+# shared memory, more than any GPU has. The op refuses it; the interpreter still runs it
+# to test the algebra.
 PASS_TILING = {
     ('half', 64): {
         'F1': (128, 4, 2), 'F2': (32, 4, 2), 'F3': (32, 4, 1),
