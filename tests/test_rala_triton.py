@@ -395,7 +395,7 @@ def test_sass_access_widths():
 
 
 def test_passes_have_one_launch_option_per_tiling_class(kernels):
-    """Tile size and warps are pinned per (pass, head dim), never tuned: the order of the
+    """Tile size and warps are pinned per (pass, tiling class), never tuned: the order of the
     sums, and so every bit of the result, cannot depend on the GPU or the process."""
     import triton as triton_module
     for name in ('_rala_fwd_query_sum_kernel', '_rala_fwd_state_kernel',

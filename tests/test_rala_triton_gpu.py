@@ -151,7 +151,7 @@ def test_new_image_sizes_do_not_recompile():
 
 @pytest.mark.parametrize('stages', [1, 2, 3])
 def test_pipelining_depth_does_not_change_a_bit(monkeypatch, stages):
-    """Each pass's tile size and warps are pinned per head dim; its pipelining depth only
+    """Each pass's tile size and warps are pinned per tiling class; its pipelining depth only
     reorders loads. Forcing every depth on every pass gives bitwise the same result."""
     from mmrala.ops import rala_triton
 
