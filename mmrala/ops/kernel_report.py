@@ -8,7 +8,9 @@ it reads:
 - registers per thread, the stack frame and the spill traffic (STL / LDL instructions
   in the SASS), and the shared memory a program asks for;
 - the global memory instructions by access width (LDG / STG / LDGSTS in the SASS, 2-,
-  4-, 8- and 16-byte), the test of vectorised, aligned token streams.
+  4-, 8- and 16-byte), the test of vectorised, aligned token streams;
+- the instructions of the main token loop, per token: on an H100 the passes were
+  latency- and issue-bound, so this count, more than bytes, is what their time follows.
 
 It also compares, at a named workload, the bytes each pass must move (the byte model of
 docs/rala_kernel.md section 6) with the bytes its launches move.
@@ -65,6 +67,9 @@ class KernelStats:
     shared_bytes: int
     loads: dict        # access width in bytes -> number of global load instructions
     stores: dict       # likewise for stores
+    loop_instructions: int    # SASS instructions of the main loop, one iteration
+    tokens_per_iteration: int  # BLOCK_L of a token pass; 0 for the combine kernel
+    warps: int
 
     @property
     def spill_bytes(self) -> int:
@@ -73,6 +78,14 @@ class KernelStats:
     @property
     def fits_shared_memory(self) -> bool:
         return self.shared_bytes <= SHARED_MEMORY_LIMIT[self.arch]
+
+    @property
+    def instructions_per_token(self):
+        """Warp instructions the main loop issues per token (every warp runs the loop
+        body once per tile of tokens_per_iteration tokens); None without a token loop."""
+        if not self.tokens_per_iteration:
+            return None
+        return self.loop_instructions * self.warps / self.tokens_per_iteration
 
     @property
     def narrow_accesses(self) -> int:
@@ -256,6 +269,19 @@ def sass_memory_counts(sass: str):
     return dict(loads), dict(stores), spill_stores, spill_loads
 
 
+# A branch of `cuobjdump -sass`: /*0f70*/  @P0 BRA 0x4a0 ;
+_BRANCH = re.compile(r'/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?BRA(?:\.\w+)*\s+(?:`\()?0x([0-9a-f]+)')
+SASS_INSTRUCTION_BYTES = 16
+
+
+def loop_instruction_count(sass: str) -> int:
+    """Instructions of the longest loop in a SASS listing, from a backward branch to its
+    target: the main token loop of a pass (0 if there is no loop)."""
+    spans = [int(at, 16) - int(target, 16) for at, target in _BRANCH.findall(sass)]
+    backward = [span for span in spans if span > 0]
+    return max(backward) // SASS_INSTRUCTION_BYTES + 1 if backward else 0
+
+
 def read_cubin(cubin: bytes):
     """(registers, stack bytes, static shared bytes, SASS text) of a single-kernel cubin."""
     with tempfile.NamedTemporaryFile(suffix='.cubin', delete=False) as handle:
@@ -275,12 +301,15 @@ def read_cubin(cubin: bytes):
     return registers, stack, shared, sass
 
 
-def kernel_stats(binary, arch_name, dtype_name, head_dim, aligned, kernel_name, config_label):
+def kernel_stats(binary, arch_name, dtype_name, head_dim, aligned, kernel_name, config_label,
+                 tokens_per_iteration=0):
     registers, stack, static_shared, sass = read_cubin(binary.asm['cubin'])
     loads, stores, spill_stores, spill_loads = sass_memory_counts(sass)
     return KernelStats(arch_name, dtype_name, head_dim, aligned, kernel_name, config_label,
                        registers, stack, spill_stores, spill_loads,
-                       static_shared + binary.metadata.shared, loads, stores)
+                       static_shared + binary.metadata.shared, loads, stores,
+                       loop_instruction_count(sass), tokens_per_iteration,
+                       binary.metadata.num_warps)
 
 
 def collect(archs=tuple(ARCHS), dtypes=tuple(HALF_DTYPES), head_dims=(64, 96),
@@ -305,7 +334,8 @@ def collect(archs=tuple(ARCHS), dtypes=tuple(HALF_DTYPES), head_dims=(64, 96),
                                 continue    # the same binary launched twice
                             seen.add((launch.name, label, binary.hash))
                             rows.append(kernel_stats(binary, arch_name, dtype_name, head_dim,
-                                                     aligned, launch.name, label))
+                                                     aligned, launch.name, label,
+                                                     launch.kwargs.get('BLOCK_L', 0)))
                             if progress is not None:
                                 progress(rows[-1])
     return rows
@@ -331,15 +361,17 @@ def _widths(counts: dict) -> str:
 
 def format_kernel_table(rows) -> str:
     header = ('| arch | dtype | d | aligned | kernel | config | regs | stack | spill B '
-              '| smem B | loads 2/4/8/16 B | stores 2/4/8/16 B |')
-    lines = [header, '|' + '---|' * 12]
+              '| smem B | loads 2/4/8/16 B | stores 2/4/8/16 B | loop instr / token |')
+    lines = [header, '|' + '---|' * 13]
     for row in rows:
         name = PASS_NAMES.get(row.kernel, row.kernel.removeprefix('_rala_').removesuffix(
             '_kernel'))
+        per_token = row.instructions_per_token
         lines.append(f'| {row.arch} | {row.dtype} | {row.head_dim} | '
                      f"{'yes' if row.aligned else 'no'} | {name} | {row.config} | "
                      f'{row.registers} | {row.stack_bytes} | {row.spill_bytes} | '
-                     f'{row.shared_bytes} | {_widths(row.loads)} | {_widths(row.stores)} |')
+                     f'{row.shared_bytes} | {_widths(row.loads)} | {_widths(row.stores)} | '
+                     f"{'-' if per_token is None else f'{per_token:.0f}'} |")
     return '\n'.join(lines)
 
 

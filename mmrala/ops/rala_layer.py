@@ -110,7 +110,7 @@ class RALAGatedAttentionFunction(torch.autograd.Function):
         qkvo = kernels._token_major(qkvo)
         channels = qkvo.shape[1] // 4
         qkv, gate = qkvo[:, :3 * channels], qkvo[:, 3 * channels:]
-        geo = kernels._Geometry(qkv, num_heads)
+        geo = kernels.geometry_of(qkv, num_heads)
         with kernels._launch_device(qkvo):
             core, query_mean, log_sum_exp, state = kernels._rala_forward(qkv, geo)
         gated = core.add_(_lepe(qkv[:, 2 * channels:], lepe_weight, lepe_bias, padding))

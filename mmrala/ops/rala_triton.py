@@ -63,6 +63,7 @@ __all__ = ['KERNELS_INTERPRETED', 'RALAAttentionFunction', 'chunk_tokens_for',
 
 # Added to the denominator Q_i . km, as in the authors' layer.
 RALA_EPS = tl.constexpr(1e-6)
+LOG2E = tl.constexpr(1.4426950408889634)
 
 # Fixed when the decorators below run (triton.jit reads TRITON_INTERPRET then), and for
 # triton's own tl.* functions when triton is imported: see _check_device.
@@ -104,9 +105,10 @@ _SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks',
 #
 # 'half' at d <= 64: per pass, the fastest of the launch options timed on an H100
 # (per-pass replay, RAVLT-S stage 1, bf16, 2026-11-23; docs/rala_kernel.md section 8)
-# among those that compile without register spills for sm_90 (tools/rala_kernel_report.py,
-# asserted by tests/test_rala_triton.py; on sm_80, B1 spills 32 bytes in fp16). The
-# fastest option of every pass had four warps.
+# among those that compile without register spills for sm_90 and sm_80
+# (tools/rala_kernel_report.py, asserted by tests/test_rala_triton.py). The fastest
+# option of every pass had four warps. Timed with the kernels of ff12fc9, which issued
+# about a third more instructions per token.
 # 'fp32' at d <= 64: the options that passed the H100 tests (its B2 and B3 spill; the
 # static tests hold only half precision to no spills).
 # 'half' above 64 has not run on a GPU yet.
@@ -144,14 +146,25 @@ def _token_pass(fn):
 # ---------------------------------------------------------------------------------------
 
 @triton.jit
-def _phi(x):
-    """elu(x) + 1, the positive feature map; exp only sees x <= 0 so it cannot overflow."""
-    return tl.where(x > 0, x + 1.0, tl.exp(tl.minimum(x, 0.0)))
+def _exp(x):
+    """e^x as one ex2 instruction, results below 2^-126 flushed to zero.
+
+    tl.exp also rounds subnormal results, at three more instructions per element; no
+    sum here is changed by a term below 2^-126 of its largest.
+    """
+    return tl.exp2(x * LOG2E)
 
 
 @triton.jit
-def _phi_grad(x):
-    return tl.where(x > 0, 1.0, tl.exp(tl.minimum(x, 0.0)))
+def _phi(x):
+    """elu(x) + 1, the positive feature map; exp only sees x <= 0 so it cannot overflow."""
+    return tl.where(x > 0, x + 1.0, _exp(tl.minimum(x, 0.0)))
+
+
+@triton.jit
+def _phi_grad(phi):
+    """phi'(x) from phi(x) itself, min(phi, 1), rather than a second exp of x."""
+    return tl.minimum(phi, 1.0)
 
 
 @triton.jit
@@ -217,6 +230,13 @@ def _store_pair_rows(base, even_rows, odd_rows, tokens, mask, even, odd):
              mask=mask)
     tl.store(base + odd_rows[:, None] + tokens[None, :], odd.to(base.dtype.element_ty),
              mask=mask)
+
+
+@triton.jit
+def _pair_dot(even, odd, vector_even, vector_odd):
+    """Per token, the dot of a head's channels with a (d,) vector given as its even and
+    odd halves: one reduction over channels, not one per half."""
+    return tl.sum(even * vector_even[:, None] + odd * vector_odd[:, None], axis=0)
 
 
 @triton.jit
@@ -433,14 +453,13 @@ def _state_tile(k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, 
                        mask=tokens_ok[:, None] & dims_ok[None, :], other=0.0)
 
     # Logits in fp32 from fp32 K and qm: a bf16 logit is the reference's main error.
-    logits = scale * (tl.sum(k_even * qm_even[:, None], axis=0)
-                      + tl.sum(k_odd * qm_odd[:, None], axis=0))
+    logits = scale * _pair_dot(k_even, k_odd, qm_even, qm_odd)
     logits = tl.where(tokens_ok, logits, float('-inf'))
     # Every tile holds at least one real token, so the running max is finite after the
     # first tile and exp(running_max - new_max) never sees (-inf) - (-inf).
     new_max = tl.maximum(running_max, tl.max(logits, axis=0))
-    rescale = tl.exp(running_max - new_max)
-    weights = tl.exp(logits - new_max)
+    rescale = _exp(running_max - new_max)
+    weights = _exp(logits - new_max)
     lane_sums = lane_sums * rescale + weights
 
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
@@ -564,7 +583,7 @@ def _rala_combine_chunks_kernel(
         if SOFTMAX_WEIGHTS:
             chunk_max = tl.load(stats + rows * 2, mask=rows_ok, other=float('-inf'))
             chunk_sum = tl.load(stats + rows * 2 + 1, mask=rows_ok, other=0.0)
-            weight = tl.where(rows_ok, tl.exp(chunk_max - global_max), 0.0)
+            weight = tl.where(rows_ok, _exp(chunk_max - global_max), 0.0)
             total += weight * chunk_sum
             tile = tile * weight[:, None]
         acc += tile
@@ -589,8 +608,7 @@ def _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok,
     q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
     q_even = tl.where(mask, _phi(q0_even), 0.0)
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
-    denominator = (tl.sum(q_even * km_even[:, None], axis=0)
-                   + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
+    denominator = _pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
     rot_even = _dot_operand(q_even * cos - q_odd * sin, like_ptr, DOT_MODE)
     rot_odd = _dot_operand(q_odd * cos + q_even * sin, like_ptr, DOT_MODE)
@@ -662,8 +680,7 @@ def _state_grad_tile(q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pair
     q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
     q_even = tl.where(mask, _phi(q0_even), 0.0)
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
-    inv_denominator = 1.0 / (tl.sum(q_even * km_even[:, None], axis=0)
-                             + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
+    inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
     rot_even = q_even * cos - q_odd * sin
     rot_odd = q_odd * cos + q_even * sin
@@ -770,9 +787,8 @@ def _key_value_tile(k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value
                      other=0.0)
     values = _dot_operand(values.to(tl.float32), like_ptr, DOT_MODE)
 
-    logits = scale * (tl.sum(k_even * qm_even[:, None], axis=0)
-                      + tl.sum(k_odd * qm_odd[:, None], axis=0))
-    attn = tl.where(tokens_ok, tl.exp(logits - lse), 0.0)
+    logits = scale * _pair_dot(k_even, k_odd, qm_even, qm_odd)
+    attn = tl.where(tokens_ok, _exp(logits - lse), 0.0)
 
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
     rot_even = k_even * cos - k_odd * sin
@@ -781,16 +797,15 @@ def _key_value_tile(k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value
     w_even = _mma(grad_even, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
     w_odd = _mma(grad_odd, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
 
-    grad_attn = (tl.sum(rot_even * w_even + rot_odd * w_odd, axis=0)
-                 + tl.sum(k_even * grad_km_even[:, None] + k_odd * grad_km_odd[:, None],
-                          axis=0))
+    grad_attn = tl.sum(rot_even * w_even + rot_odd * w_odd + k_even * grad_km_even[:, None]
+                       + k_odd * grad_km_odd[:, None], axis=0)
     grad_logits = attn * (grad_attn - delta)
     grad_k_even = (attn[None, :] * (w_even * cos + w_odd * sin + grad_km_even[:, None])
                    + scale * grad_logits[None, :] * qm_even[:, None])
     grad_k_odd = (attn[None, :] * (w_odd * cos - w_even * sin + grad_km_odd[:, None])
                   + scale * grad_logits[None, :] * qm_odd[:, None])
     _store_pair_rows(dk_base, grad_even_rows, grad_odd_rows, tokens, mask,
-                     grad_k_even * _phi_grad(k0_even), grad_k_odd * _phi_grad(k0_odd))
+                     grad_k_even * _phi_grad(k_even), grad_k_odd * _phi_grad(k_odd))
 
     # a_j is about 1 / L, below fp16's smallest normal at detection sizes: the dV operand
     # takes a_j / 2^e_j (in [1, 2)) and the product is scaled back, exactly.
@@ -927,8 +942,7 @@ def _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_ev
     q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
     q_even = tl.where(mask, _phi(q0_even), 0.0)
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
-    inv_denominator = 1.0 / (tl.sum(q_even * km_even[:, None], axis=0)
-                             + tl.sum(q_odd * km_odd[:, None], axis=0) + RALA_EPS)
+    inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
     rot_even = _dot_operand(q_even * cos - q_odd * sin, like_ptr, DOT_MODE)
     rot_odd = _dot_operand(q_odd * cos + q_even * sin, like_ptr, DOT_MODE)
@@ -951,7 +965,7 @@ def _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_ev
     grad_q_odd = (t_odd * cos - t_even * sin + grad_denominator[None, :] * km_odd[:, None]
                   + grad_qm_odd[:, None])
     _store_pair_rows(dq_base, grad_even_rows, grad_odd_rows, tokens, mask,
-                     grad_q_even * _phi_grad(q0_even), grad_q_odd * _phi_grad(q0_odd))
+                     grad_q_even * _phi_grad(q_even), grad_q_odd * _phi_grad(q_odd))
 
 
 @_token_pass
@@ -1054,6 +1068,16 @@ def _vector_width(num_tokens: int, *tensors: torch.Tensor) -> int:
     return width
 
 
+def _cdiv(a: int, b: int) -> int:
+    # triton.cdiv and triton.next_power_of_2 are constexpr functions in triton 3.8,
+    # several microseconds per call from host code.
+    return -(-a // b)
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
 def tiling_class(dtype: torch.dtype, head_dim: int):
     """The PASS_TILING key of a launch: (dot precision, padded head dim)."""
     return ('fp32' if dtype == torch.float32 else 'half', 64 if head_dim <= 64 else 128)
@@ -1153,15 +1177,15 @@ class _Geometry:
         if self.batch_heads > 65535:
             raise ValueError(f'batch * heads = {self.batch_heads} exceeds the 65535 programs of '
                              'a CUDA grid axis; split the batch.')
-        self.pairs_pad = max(16, triton.next_power_of_2(head_dim // 2))
-        self.dim_pad = max(16, triton.next_power_of_2(head_dim))
+        self.pairs_pad = max(16, _next_power_of_2(head_dim // 2))
+        self.dim_pad = max(16, _next_power_of_2(head_dim))
         self.chunk_tokens = chunk_tokens_for(self.num_tokens)
-        self.num_chunks = triton.cdiv(self.num_tokens, self.chunk_tokens)
+        self.num_chunks = _cdiv(self.num_tokens, self.chunk_tokens)
         self.flat_state = head_dim * head_dim + head_dim
         self.scale = head_dim ** -0.5
         self.dot_mode, self.fp32_precision = _dot_config(qkv)
         self.grid = (self.num_chunks, self.batch_heads)
-        self.combine_grid = (self.batch_heads, triton.cdiv(self.flat_state, COMBINE_BLOCK_FLAT))
+        self.combine_grid = (self.batch_heads, _cdiv(self.flat_state, COMBINE_BLOCK_FLAT))
 
     def constants(self, pass_name, with_dot=True):
         """constexprs and launch options of token pass ``pass_name`` ('F1' ... 'B3')."""
@@ -1171,6 +1195,29 @@ class _Geometry:
             consts.update(DIM_PAD=self.dim_pad, DOT_MODE=self.dot_mode,
                           FP32_PRECISION=self.fp32_precision)
         return consts
+
+
+# Geometries by (shape, strides, dtype, device, heads, fp32 matmul precision); cleared
+# when full. A detector meets a few hundred image sizes at most.
+_GEOMETRIES: dict = {}
+GEOMETRY_CACHE_SIZE = 1024
+
+
+def geometry_of(qkv: torch.Tensor, num_heads: int) -> _Geometry:
+    """The _Geometry of a launch on ``qkv``, built once per shape, layout and device.
+
+    Building one costs tens of microseconds of Python, a noticeable share of a call
+    whose kernels take a few hundred. The fp32 matmul precision is part of the key
+    because _dot_config reads it.
+    """
+    key = (tuple(qkv.shape), qkv.stride(), qkv.dtype, qkv.device, num_heads,
+           torch.get_float32_matmul_precision())
+    geometry = _GEOMETRIES.get(key)
+    if geometry is None:
+        if len(_GEOMETRIES) >= GEOMETRY_CACHE_SIZE:
+            _GEOMETRIES.clear()
+        geometry = _GEOMETRIES[key] = _Geometry(qkv, num_heads)
+    return geometry
 
 
 def _rala_forward(qkv: torch.Tensor, geo: _Geometry):
@@ -1270,7 +1317,7 @@ class RALAAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, num_heads: int):
         qkv = _token_major(qkv)
-        geo = _Geometry(qkv, num_heads)
+        geo = geometry_of(qkv, num_heads)
         with _launch_device(qkv):
             out, query_mean, log_sum_exp, state = _rala_forward(qkv, geo)
         ctx.save_for_backward(qkv, query_mean, log_sum_exp, state)
