@@ -340,7 +340,7 @@ def test_launches_compile_lean_for_sm90_bf16():
     _assert_lean(rows)
     token_passes = [row for row in rows if row.kernel in report.PASS_NAMES]
     assert all(row.loads.get(16, 0) > 0 for row in token_passes), token_passes
-    # Every token pass has its tile loop, and the loop is most of the kernel.
+    # Every token pass has a tile loop for the report to read its length from.
     assert all(row.instructions_per_token > 0 for row in token_passes), token_passes
 
 

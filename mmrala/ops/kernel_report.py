@@ -270,7 +270,7 @@ def sass_memory_counts(sass: str):
 
 
 # A branch of `cuobjdump -sass`: /*0f70*/  @P0 BRA 0x4a0 ;
-_BRANCH = re.compile(r'/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?BRA(?:\.\w+)*\s+(?:`\()?0x([0-9a-f]+)')
+_BRANCH = re.compile(r'/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?BRA(?:\.\w+)*\s+0x([0-9a-f]+)')
 SASS_INSTRUCTION_BYTES = 16
 
 

@@ -107,8 +107,8 @@ _SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks',
 # (per-pass replay, RAVLT-S stage 1, bf16, 2026-11-23; docs/rala_kernel.md section 8)
 # among those that compile without register spills for sm_90 and sm_80
 # (tools/rala_kernel_report.py, asserted by tests/test_rala_triton.py). The fastest
-# option of every pass had four warps. Timed with the kernels of ff12fc9, which issued
-# about a third more instructions per token.
+# option of every pass had four warps. Timed with the kernels of ff12fc9, whose loops
+# issued 1.2 to 1.4 times the instructions per token of today's.
 # 'fp32' at d <= 64: the options that passed the H100 tests (its B2 and B3 spill; the
 # static tests hold only half precision to no spills).
 # 'half' above 64 has not run on a GPU yet.
