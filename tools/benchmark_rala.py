@@ -18,7 +18,9 @@ Default mode, per workload (batch, heads, head dim, H, W):
 
    "x bound" is the time over the memory-bound time: the bytes the fused passes must
    move (the byte model of mmrala.ops.kernel_report, docs/rala_kernel.md) divided by
-   the copy bandwidth measured in the same run.
+   the copy bandwidth measured in the same run. "host ms" is how long the call takes to
+   return when the GPU starts idle: the Python, allocations and launches that queue
+   the work. Where it comes near the time, the GPU was waiting on the host.
 3. The fused passes one by one (F1, F2, combine, F3, B1, combine, B2, B3): every kernel
    launch of a forward and a backward, recorded and then replayed alone, with its bytes
    and its own "x bound".
@@ -180,13 +182,29 @@ class Bench:
             import triton.testing
             warmup, rep = (5, 20) if self.quick else (25, 100)
             return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode='median')
+        return self.host_ms(fn)
+
+    def host_ms(self, fn) -> float:
+        """Median milliseconds until ``fn()`` returns, from an idle device: on a GPU the
+        host's work of queueing it (its Python, allocations and launches), on the CPU
+        the whole call. A GPU time near it means the GPU waited on the host."""
         fn()
         times = []
-        for _ in range(1 if self.quick else 5):
+        quick_reps, full_reps = (5, 20) if self.on_gpu else (1, 5)
+        for _ in range(quick_reps if self.quick else full_reps):
+            if self.on_gpu:
+                torch.cuda.synchronize()
             start = time.perf_counter()
             fn()
             times.append((time.perf_counter() - start) * 1e3)
+        if self.on_gpu:
+            torch.cuda.synchronize()
         return statistics.median(times)
+
+    def time_and_host_ms(self, fn):
+        """(time_ms, host_ms) of ``fn``; one measurement on the CPU, where they are one."""
+        timed = self.time_ms(fn)
+        return timed, (self.host_ms(fn) if self.on_gpu else timed)
 
     def copy_bandwidth(self) -> float:
         """Bytes per second of a device copy (read + write): 1 GiB on a GPU, 64 MiB on CPU."""
@@ -340,22 +358,25 @@ class CoreRow:
     variant: str
     fwd_ms: float = math.nan
     fwd_x_bound: float = math.nan
+    fwd_host_ms: float = math.nan
     bwd_ms: float = math.nan
     bwd_x_bound: float = math.nan
+    bwd_host_ms: float = math.nan
     status: str = 'ok'
 
 
 def time_forward_and_backward(fn, leaves, grad, dtype, bench: Bench):
-    """(forward ms, backward ms) of fn(*leaves); the backward is the op's own alone."""
+    """((forward ms, host ms), (backward ms, host ms)) of fn(*leaves); the backward is
+    the op's own alone."""
     leaves = [leaf.detach().requires_grad_() for leaf in leaves]
     with bench.autocast(dtype):
-        forward_ms = bench.time_ms(lambda: fn(*leaves))
+        forward = bench.time_and_host_ms(lambda: fn(*leaves))
         out = fn(*leaves)
     out_grad = grad.reshape(out.shape).to(out.dtype)    # fla's output is token-major
     # The graph is kept and reused: each call runs the op's backward and nothing else.
-    backward_ms = bench.time_ms(
+    backward = bench.time_and_host_ms(
         lambda: torch.autograd.grad(out, leaves, out_grad, retain_graph=True))
-    return forward_ms, backward_ms
+    return forward, backward
 
 
 def time_core(workloads, variants, dtype, bench: Bench, bandwidth, bound_bytes):
@@ -379,8 +400,9 @@ def time_core(workloads, variants, dtype, bench: Bench, bandwidth, bound_bytes):
                 continue
             leaves, fn = variant
             try:
-                row.fwd_ms, row.bwd_ms = time_forward_and_backward(fn, leaves, grad, dtype,
-                                                                   bench)
+                ((row.fwd_ms, row.fwd_host_ms),
+                 (row.bwd_ms, row.bwd_host_ms)) = time_forward_and_backward(fn, leaves, grad,
+                                                                            dtype, bench)
             except Exception as err:  # one variant failing must not end the run
                 row.status = f'failed: {type(err).__name__}: {str(err).splitlines()[0][:100]}'
                 continue
@@ -392,10 +414,13 @@ def time_core(workloads, variants, dtype, bench: Bench, bandwidth, bound_bytes):
             row.bwd_x_bound = row.bwd_ms * 1e-3 / (backward_bytes / bandwidth)
     print_table(
         f'RALA core, {bench.device.type}: median ms; x bound = time / (byte model of the '
-        'fused passes / copy bandwidth)',
-        ('workload', 'variant', 'fwd ms', 'x bound', 'bwd ms', 'x bound', 'status'),
-        [(r.workload, r.variant, fmt(r.fwd_ms), fmt(r.fwd_x_bound, '.1f'), fmt(r.bwd_ms),
-          fmt(r.bwd_x_bound, '.1f'), r.status) for r in rows])
+        'fused passes / copy bandwidth); host ms = until the call returns, from an idle '
+        'device (the op is host-bound where it nears ms)',
+        ('workload', 'variant', 'fwd ms', 'x bound', 'fwd host ms', 'bwd ms', 'x bound',
+         'bwd host ms', 'status'),
+        [(r.workload, r.variant, fmt(r.fwd_ms), fmt(r.fwd_x_bound, '.1f'), fmt(r.fwd_host_ms),
+          fmt(r.bwd_ms), fmt(r.bwd_x_bound, '.1f'), fmt(r.bwd_host_ms), r.status)
+         for r in rows])
     return rows
 
 

@@ -933,9 +933,9 @@ def _rala_bwd_key_value_kernel(
 @triton.jit
 def _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
                 grad_odd_rows, pairs, pairs_ok, dims_ok, first, stop, rope_table, height, width,
-                like_ptr, state_even, state_odd, state_t_even, state_t_odd, state_scale,
-                km_even, km_odd, grad_qm_even, grad_qm_odd,
-                DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
+                like_ptr, state_even, state_odd, state_scale, km_even, km_odd,
+                grad_qm_even, grad_qm_odd,
+                HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
                 DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
     tokens = _tile_tokens(first, BLOCK_L)
     tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
@@ -944,22 +944,23 @@ def _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_ev
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
     inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-    rot_even = _dot_operand(q_even * cos - q_odd * sin, like_ptr, DOT_MODE)
-    rot_odd = _dot_operand(q_odd * cos + q_even * sin, like_ptr, DOT_MODE)
-    numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-    numerator = _mma(state_t_even, rot_even, numerator, DOT_MODE, FP32_PRECISION)
-    numerator = _mma(state_t_odd, rot_odd, numerator, DOT_MODE, FP32_PRECISION)
     grad = tl.load(g_base + grad_rows[:, None] + tokens[None, :],
                    mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
     grad_dot = _dot_operand(grad, like_ptr, DOT_MODE)
-    grad_denominator = -(inv_denominator * inv_denominator * state_scale
-                         * tl.sum(grad * numerator, axis=0))
 
+    # S G_i in rotated space (times 1 / state_scale). It gives both terms of dQ_i: the
+    # numerator's, rotated back by rope with the sine negated, and the denominator's,
+    # since G_i . (rope(Q_i) S) = rope(Q_i) . (S G_i): the output O_i need not be rebuilt.
     zero = tl.zeros((state_even.shape[0], BLOCK_L), dtype=tl.float32)
-    # z S G in rotated space; the rotation back is rope with the sine negated.
+    sg_even = _mma(state_even, grad_dot, zero, DOT_MODE, FP32_PRECISION)
+    sg_odd = _mma(state_odd, grad_dot, zero, DOT_MODE, FP32_PRECISION)
+    rot_even = q_even * cos - q_odd * sin
+    rot_odd = q_odd * cos + q_even * sin
+    grad_denominator = -(inv_denominator * inv_denominator * state_scale
+                         * tl.sum(rot_even * sg_even + rot_odd * sg_odd, axis=0))
     t_scale = (state_scale * inv_denominator)[None, :]
-    t_even = _mma(state_even, grad_dot, zero, DOT_MODE, FP32_PRECISION) * t_scale
-    t_odd = _mma(state_odd, grad_dot, zero, DOT_MODE, FP32_PRECISION) * t_scale
+    t_even = sg_even * t_scale
+    t_odd = sg_odd * t_scale
     grad_q_even = (t_even * cos + t_odd * sin + grad_denominator[None, :] * km_even[:, None]
                    + grad_qm_even[:, None])
     grad_q_odd = (t_odd * cos - t_even * sin + grad_denominator[None, :] * km_odd[:, None]
@@ -1009,11 +1010,6 @@ def _rala_bwd_query_kernel(
     state_scale = tl.maximum(_power_of_two_scale(state_even), _power_of_two_scale(state_odd))
     state_even = _dot_operand(state_even / state_scale, qkv, DOT_MODE)
     state_odd = _dot_operand(state_odd / state_scale, qkv, DOT_MODE)
-    state_t_even = _dot_operand(
-        _load_state_block(state_base, pairs, dims, HEAD_DIM, True) / state_scale, qkv, DOT_MODE)
-    state_t_odd = _dot_operand(
-        _load_state_block(state_base + HALF * HEAD_DIM, pairs, dims, HEAD_DIM, True)
-        / state_scale, qkv, DOT_MODE)
     km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
     km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
 
@@ -1021,15 +1017,15 @@ def _rala_bwd_query_kernel(
     for first in range(start, whole_stop, BLOCK_L):
         _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
                     grad_odd_rows, pairs, pairs_ok, dims_ok, first, stop, rope_table, height,
-                    width, qkv, state_even, state_odd, state_t_even, state_t_odd, state_scale,
-                    km_even, km_odd, grad_qm_even, grad_qm_odd,
-                    DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
+                    width, qkv, state_even, state_odd, state_scale, km_even, km_odd,
+                    grad_qm_even, grad_qm_odd, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
+                    False)
     if whole_stop < stop:
         _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
                     grad_odd_rows, pairs, pairs_ok, dims_ok, whole_stop, stop, rope_table,
-                    height, width, qkv, state_even, state_odd, state_t_even, state_t_odd,
-                    state_scale, km_even, km_odd, grad_qm_even, grad_qm_odd,
-                    DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
+                    height, width, qkv, state_even, state_odd, state_scale, km_even, km_odd,
+                    grad_qm_even, grad_qm_odd, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
+                    True)
 
 
 # ---------------------------------------------------------------------------------------
