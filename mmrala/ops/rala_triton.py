@@ -108,7 +108,9 @@ _SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks',
 # among those that compile without register spills for sm_90 and sm_80
 # (tools/rala_kernel_report.py, asserted by tests/test_rala_triton.py). The fastest
 # option of every pass had four warps. Timed with the kernels of ff12fc9, whose loops
-# issued 1.2 to 1.4 times the instructions per token of today's.
+# issued 1.2 to 1.4 times the instructions per token of today's at the same options.
+# B3's 32-token tile spilled then; it fits since B3 addresses its tiles by offsets
+# (_load_pair_tiles).
 # 'fp32' at d <= 64: the options that passed the H100 tests (its B2 and B3 spill; the
 # static tests hold only half precision to no spills).
 # 'half' above 64 has not run on a GPU yet.
@@ -118,7 +120,7 @@ _SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks',
 PASS_TILING = {
     ('half', 64): {
         'F1': (128, 4, 2), 'F2': (32, 4, 2), 'F3': (32, 4, 1),
-        'B1': (16, 4, 2), 'B2': (16, 4, 2), 'B3': (16, 4, 2),
+        'B1': (16, 4, 2), 'B2': (16, 4, 2), 'B3': (32, 4, 2),
     },
     ('half', 128): {
         'F1': (64, 4, 2), 'F2': (16, 8, 2), 'F3': (16, 8, 2),
@@ -233,6 +235,35 @@ def _store_pair_rows(base, even_rows, odd_rows, tokens, mask, even, odd):
 
 
 @triton.jit
+def _load_pair_tiles(tile, pair_offsets, channel_stride, mask):
+    """_load_pair_rows for B3, addressed to spend fewer registers.
+
+    ``tile`` points at the tile's first token in the head's first channel, and
+    ``pair_offsets`` (see _pair_offsets) is loop-invariant. The odd channels are one
+    channel stride further, so both tiles share these 32-bit offsets from one scalar
+    pointer, where _load_pair_rows leaves a 64-bit pointer per row: builds for unaligned
+    rows, one token per access, hold one for every row a thread touches. B3's 32-token
+    tile fits in the registers only this way. The other passes keep _load_pair_rows:
+    they fit either way, and issue one to seven more instructions per token this way.
+    """
+    even = tl.load(tile + pair_offsets, mask=mask, other=0.0)
+    odd = tl.load((tile + channel_stride) + pair_offsets, mask=mask, other=0.0)
+    return even.to(tl.float32), odd.to(tl.float32)
+
+
+@triton.jit
+def _store_pair_tiles(tile, pair_offsets, channel_stride, mask, even, odd):
+    tl.store(tile + pair_offsets, even.to(tile.dtype.element_ty), mask=mask)
+    tl.store((tile + channel_stride) + pair_offsets, odd.to(tile.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _pair_offsets(channel_stride, pairs, BLOCK_L: tl.constexpr):
+    """Offsets of a head's even channels over one tile, from the tile's first token."""
+    return (2 * pairs * channel_stride)[:, None] + tl.arange(0, BLOCK_L)[None, :]
+
+
+@triton.jit
 def _pair_dot(even, odd, vector_even, vector_odd):
     """Per token, the dot of a head's channels with a (d,) vector given as its even and
     odd halves: one reduction over channels, not one per half."""
@@ -250,9 +281,9 @@ def _rope_phases(table, pairs, tokens, mask, height, width, QUARTER: tl.constexp
     by_row = pairs < QUARTER
     position = tl.where(by_row[:, None], row[None, :], height + col[None, :])
     frequency = tl.where(by_row, pairs, pairs - QUARTER)
-    cos_ptrs = table + position * (2 * QUARTER) + frequency[:, None]
-    cos = tl.load(cos_ptrs, mask=mask, other=0.0)
-    sin = tl.load(cos_ptrs + QUARTER, mask=mask, other=0.0)
+    offsets = position * (2 * QUARTER) + frequency[:, None]
+    cos = tl.load(table + offsets, mask=mask, other=0.0)
+    sin = tl.load((table + QUARTER) + offsets, mask=mask, other=0.0)
     return cos, sin
 
 
@@ -931,29 +962,36 @@ def _rala_bwd_key_value_kernel(
 
 
 @triton.jit
-def _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
-                grad_odd_rows, pairs, pairs_ok, dims_ok, first, stop, rope_table, height, width,
-                like_ptr, state_even, state_odd, state_scale, km_even, km_odd,
+def _query_tile(q_base, g_base, dq_base, pair_offsets, channel_stride, grad_out_pair_offsets,
+                grad_out_channel_stride, grad_pair_offsets, grad_channel_stride, pairs,
+                pairs_ok, first, stop, rope_table, height, width, like_ptr,
+                state_ee, state_eo, state_oe, state_oo, state_scale, km_even, km_odd,
                 grad_qm_even, grad_qm_odd,
                 HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
                 DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
     tokens = _tile_tokens(first, BLOCK_L)
-    tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
-    q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
+    _, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
+    q0_even, q0_odd = _load_pair_tiles(q_base + first, pair_offsets, channel_stride, mask)
     q_even = tl.where(mask, _phi(q0_even), 0.0)
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
     inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-    grad = tl.load(g_base + grad_rows[:, None] + tokens[None, :],
-                   mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
-    grad_dot = _dot_operand(grad, like_ptr, DOT_MODE)
+    # G_i as its even and odd channels too, so that its loads share one set of offsets.
+    grad_even, grad_odd = _load_pair_tiles(g_base + first, grad_out_pair_offsets,
+                                          grad_out_channel_stride, mask)
+    grad_even = _dot_operand(grad_even, like_ptr, DOT_MODE)
+    grad_odd = _dot_operand(grad_odd, like_ptr, DOT_MODE)
 
     # S G_i in rotated space (times 1 / state_scale). It gives both terms of dQ_i: the
     # numerator's, rotated back by rope with the sine negated, and the denominator's,
     # since G_i . (rope(Q_i) S) = rope(Q_i) . (S G_i): the output O_i need not be rebuilt.
-    zero = tl.zeros((state_even.shape[0], BLOCK_L), dtype=tl.float32)
-    sg_even = _mma(state_even, grad_dot, zero, DOT_MODE, FP32_PRECISION)
-    sg_odd = _mma(state_odd, grad_dot, zero, DOT_MODE, FP32_PRECISION)
+    zero = tl.zeros((state_ee.shape[0], BLOCK_L), dtype=tl.float32)
+    sg_even = _mma(state_eo, grad_odd,
+                   _mma(state_ee, grad_even, zero, DOT_MODE, FP32_PRECISION),
+                   DOT_MODE, FP32_PRECISION)
+    sg_odd = _mma(state_oo, grad_odd,
+                  _mma(state_oe, grad_even, zero, DOT_MODE, FP32_PRECISION),
+                  DOT_MODE, FP32_PRECISION)
     rot_even = q_even * cos - q_odd * sin
     rot_odd = q_odd * cos + q_even * sin
     grad_denominator = -(inv_denominator * inv_denominator * state_scale
@@ -965,8 +1003,16 @@ def _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_ev
                    + grad_qm_even[:, None])
     grad_q_odd = (t_odd * cos - t_even * sin + grad_denominator[None, :] * km_odd[:, None]
                   + grad_qm_odd[:, None])
-    _store_pair_rows(dq_base, grad_even_rows, grad_odd_rows, tokens, mask,
-                     grad_q_even * _phi_grad(q_even), grad_q_odd * _phi_grad(q_odd))
+    _store_pair_tiles(dq_base + first, grad_pair_offsets, grad_channel_stride, mask,
+                      grad_q_even * _phi_grad(q_even), grad_q_odd * _phi_grad(q_odd))
+
+
+@triton.jit
+def _load_state_quarter(base, pairs, PARITY: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Columns 2j + PARITY of a (d/2 x d) row block of a saved state matrix: d/2 x d/2."""
+    ok = pairs < HEAD_DIM // 2
+    return tl.load(base + pairs[:, None] * HEAD_DIM + (2 * pairs + PARITY)[None, :],
+                   mask=ok[:, None] & ok[None, :], other=0.0)
 
 
 @_token_pass
@@ -975,9 +1021,13 @@ def _rala_bwd_query_kernel(
         stride_out_c, grad_query_mean, grad_qkv, stride_grad_b, stride_grad_c,
         num_tokens, height, width, chunk_tokens, num_chunks,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
-        DIM_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
+        BLOCK_L: tl.constexpr,
         DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
-    """B3: dQ_i = rope^-1(z_i S G_i) + dn_i km + dqm / L, then dQ0 = dQ * phi'(Q0)."""
+    """B3: dQ_i = rope^-1(z_i S G_i) + dn_i km + dqm / L, then dQ0 = dQ * phi'(Q0).
+
+    G is read as even and odd channel tiles like Q and dQ (see _load_pair_tiles), so S
+    enters as four (d/2 x d/2) blocks: its even and odd rows by G's even and odd channels.
+    """
     chunk = tl.program_id(0)
     bh = tl.program_id(1)
     image = bh // NUM_HEADS
@@ -992,38 +1042,42 @@ def _rala_bwd_query_kernel(
 
     pairs = tl.arange(0, PAIRS_PAD)
     pairs_ok = pairs < HALF
-    dims = tl.arange(0, DIM_PAD)
-    dims_ok = dims < HEAD_DIM
-    even_rows = 2 * pairs * stride_qkv_c
-    odd_rows = (2 * pairs + 1) * stride_qkv_c
-    grad_rows = dims * stride_out_c
-    grad_even_rows = 2 * pairs * stride_grad_c
-    grad_odd_rows = (2 * pairs + 1) * stride_grad_c
+    pair_offsets = _pair_offsets(stride_qkv_c, pairs, BLOCK_L)
+    grad_out_pair_offsets = _pair_offsets(stride_out_c, pairs, BLOCK_L)
+    grad_pair_offsets = _pair_offsets(stride_grad_c, pairs, BLOCK_L)
 
     grad_qm_even = tl.load(grad_query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
     grad_qm_odd = tl.load(grad_query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok,
                           other=0.0)
 
     state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
-    state_even = _load_state_block(state_base, pairs, dims, HEAD_DIM, False)
-    state_odd = _load_state_block(state_base + HALF * HEAD_DIM, pairs, dims, HEAD_DIM, False)
-    state_scale = tl.maximum(_power_of_two_scale(state_even), _power_of_two_scale(state_odd))
-    state_even = _dot_operand(state_even / state_scale, qkv, DOT_MODE)
-    state_odd = _dot_operand(state_odd / state_scale, qkv, DOT_MODE)
+    state_ee = _load_state_quarter(state_base, pairs, 0, HEAD_DIM)
+    state_eo = _load_state_quarter(state_base, pairs, 1, HEAD_DIM)
+    state_oe = _load_state_quarter(state_base + HALF * HEAD_DIM, pairs, 0, HEAD_DIM)
+    state_oo = _load_state_quarter(state_base + HALF * HEAD_DIM, pairs, 1, HEAD_DIM)
+    state_scale = tl.maximum(
+        tl.maximum(_power_of_two_scale(state_ee), _power_of_two_scale(state_eo)),
+        tl.maximum(_power_of_two_scale(state_oe), _power_of_two_scale(state_oo)))
+    state_ee = _dot_operand(state_ee / state_scale, qkv, DOT_MODE)
+    state_eo = _dot_operand(state_eo / state_scale, qkv, DOT_MODE)
+    state_oe = _dot_operand(state_oe / state_scale, qkv, DOT_MODE)
+    state_oo = _dot_operand(state_oo / state_scale, qkv, DOT_MODE)
     km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
     km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
 
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     for first in range(start, whole_stop, BLOCK_L):
-        _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
-                    grad_odd_rows, pairs, pairs_ok, dims_ok, first, stop, rope_table, height,
-                    width, qkv, state_even, state_odd, state_scale, km_even, km_odd,
+        _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_pair_offsets,
+                    stride_out_c, grad_pair_offsets, stride_grad_c, pairs, pairs_ok, first,
+                    stop, rope_table, height, width, qkv,
+                    state_ee, state_eo, state_oe, state_oo, state_scale, km_even, km_odd,
                     grad_qm_even, grad_qm_odd, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
                     False)
     if whole_stop < stop:
-        _query_tile(q_base, g_base, dq_base, even_rows, odd_rows, grad_rows, grad_even_rows,
-                    grad_odd_rows, pairs, pairs_ok, dims_ok, whole_stop, stop, rope_table,
-                    height, width, qkv, state_even, state_odd, state_scale, km_even, km_odd,
+        _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_pair_offsets,
+                    stride_out_c, grad_pair_offsets, stride_grad_c, pairs, pairs_ok, whole_stop,
+                    stop, rope_table, height, width, qkv,
+                    state_ee, state_eo, state_oe, state_oo, state_scale, km_even, km_odd,
                     grad_qm_even, grad_qm_odd, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
                     True)
 
@@ -1183,13 +1237,15 @@ class _Geometry:
         self.grid = (self.num_chunks, self.batch_heads)
         self.combine_grid = (self.batch_heads, _cdiv(self.flat_state, COMBINE_BLOCK_FLAT))
 
-    def constants(self, pass_name, with_dot=True):
-        """constexprs and launch options of token pass ``pass_name`` ('F1' ... 'B3')."""
+    def constants(self, pass_name, with_dot=True, with_dim_tiles=True):
+        """constexprs and launch options of token pass ``pass_name`` ('F1' ... 'B3');
+        DIM_PAD only for passes with (d x tokens) tiles."""
         consts = dict(NUM_HEADS=self.num_heads, HEAD_DIM=self.head_dim,
                       PAIRS_PAD=self.pairs_pad, **_pass_options(pass_name, self.tiling))
         if with_dot:
-            consts.update(DIM_PAD=self.dim_pad, DOT_MODE=self.dot_mode,
-                          FP32_PRECISION=self.fp32_precision)
+            consts.update(DOT_MODE=self.dot_mode, FP32_PRECISION=self.fp32_precision)
+        if with_dot and with_dim_tiles:
+            consts.update(DIM_PAD=self.dim_pad)
         return consts
 
 
@@ -1297,7 +1353,7 @@ def _rala_backward(qkv, grad_out, query_mean, log_sum_exp, state, geo: _Geometry
         qkv, sqb, sqc, rope_table, state, grad_out, sgb, sgc, grad_query_mean,
         grad_qkv, sdb, sdc,
         geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc,
-        ALIGN=align, **geo.constants('B3'))
+        ALIGN=align, **geo.constants('B3', with_dim_tiles=False))
     return grad_qkv
 
 
