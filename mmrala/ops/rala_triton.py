@@ -340,7 +340,8 @@ def _mma(a, b, acc, DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr):
 
 @triton.jit
 def _load_state_block(base, pairs, dims, HEAD_DIM: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """One (d/2 x d) row block of a saved state matrix, or its transpose (d x d/2)."""
+    """Columns ``dims`` of a (d/2 x d) row block of a saved state matrix (all of them, or
+    one parity), or their transpose."""
     if TRANSPOSED:
         ptrs = base + pairs[None, :] * HEAD_DIM + dims[:, None]
         mask = (pairs[None, :] < HEAD_DIM // 2) & (dims[:, None] < HEAD_DIM)
@@ -1007,14 +1008,6 @@ def _query_tile(q_base, g_base, dq_base, pair_offsets, channel_stride, grad_out_
                       grad_q_even * _phi_grad(q_even), grad_q_odd * _phi_grad(q_odd))
 
 
-@triton.jit
-def _load_state_quarter(base, pairs, PARITY: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """Columns 2j + PARITY of a (d/2 x d) row block of a saved state matrix: d/2 x d/2."""
-    ok = pairs < HEAD_DIM // 2
-    return tl.load(base + pairs[:, None] * HEAD_DIM + (2 * pairs + PARITY)[None, :],
-                   mask=ok[:, None] & ok[None, :], other=0.0)
-
-
 @_token_pass
 def _rala_bwd_query_kernel(
         qkv, stride_qkv_b, stride_qkv_c, rope_table, state, grad_out, stride_out_b,
@@ -1051,10 +1044,13 @@ def _rala_bwd_query_kernel(
                           other=0.0)
 
     state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
-    state_ee = _load_state_quarter(state_base, pairs, 0, HEAD_DIM)
-    state_eo = _load_state_quarter(state_base, pairs, 1, HEAD_DIM)
-    state_oe = _load_state_quarter(state_base + HALF * HEAD_DIM, pairs, 0, HEAD_DIM)
-    state_oo = _load_state_quarter(state_base + HALF * HEAD_DIM, pairs, 1, HEAD_DIM)
+    # The columns of S's even and odd row blocks by parity: d/2 x d/2 each.
+    even_cols = 2 * pairs
+    odd_cols = 2 * pairs + 1
+    state_ee = _load_state_block(state_base, pairs, even_cols, HEAD_DIM, False)
+    state_eo = _load_state_block(state_base, pairs, odd_cols, HEAD_DIM, False)
+    state_oe = _load_state_block(state_base + HALF * HEAD_DIM, pairs, even_cols, HEAD_DIM, False)
+    state_oo = _load_state_block(state_base + HALF * HEAD_DIM, pairs, odd_cols, HEAD_DIM, False)
     state_scale = tl.maximum(
         tl.maximum(_power_of_two_scale(state_ee), _power_of_two_scale(state_eo)),
         tl.maximum(_power_of_two_scale(state_oe), _power_of_two_scale(state_oo)))
