@@ -110,6 +110,10 @@ REFERENCE_CASES = [
 @pytest.mark.parametrize('dtype,head_dim,heads,size', REFERENCE_CASES)
 @interpreted
 def test_matches_float64_reference(dtype, head_dim, heads, size):
+    _check_against_float64_reference(dtype, head_dim, heads, size)
+
+
+def _check_against_float64_reference(dtype, head_dim, heads, size):
     conv_out = _conv_output(2, heads, head_dim, *size, dtype)
     channels = heads * head_dim
     grad = torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(1)).to(dtype)
@@ -127,6 +131,17 @@ def test_matches_float64_reference(dtype, head_dim, heads, size):
         errors[name] = _rel_rms(grad_conv[:, part], ref_grad[:, part])
     assert all(err < tol for err in errors.values()), errors
     assert torch.count_nonzero(grad_conv[:, 3 * channels:]) == 0
+
+
+@pytest.mark.parametrize('head_dim', [64, pytest.param(96, marks=pytest.mark.slow)])
+@interpreted
+def test_sums_over_chunks_in_several_rounds_of_loads(kernels, monkeypatch, head_dim):
+    """The combines and the last programs of F1 and B2 load up to COMBINE_CHUNK_BLOCK
+    chunk partials a round: at the sizes above, every chunk at once. Two a round make
+    the five chunks of 19 x 29 take three rounds, as RAVLT-S's stage 1 takes two in the
+    last programs and any L of 2^21 tokens or more in the combines."""
+    monkeypatch.setattr(kernels, 'COMBINE_CHUNK_BLOCK', 2)
+    _check_against_float64_reference(torch.float32, head_dim, *CASES[0])
 
 
 def test_authors_formulation_equals_convex_form():

@@ -83,11 +83,18 @@ TARGET_CHUNKS = 128
 MIN_CHUNK_TOKENS = 128
 MAX_CHUNK_TOKENS = 8192
 
-# The combine kernels read this many chunk partials per load, which keeps loads in
-# flight instead of one dependent load per chunk, and give each program BLOCK_FLAT
-# entries of the (d * d + d) state: 65 programs per (image, head) at d = 64.
-COMBINE_CHUNK_BLOCK = 16
-COMBINE_BLOCK_FLAT = 64
+# Sums over chunk partials (the combine kernels, and the last program of F1 and B2) read
+# this many chunks per load: every chunk at once for any L below 2^21 tokens, where the
+# chunking keeps L / chunk at or under 2 * TARGET_CHUNKS. On the H100 the combine's time
+# grew by about 1.1 us per further round of loads (16 chunks per round then); the sum is
+# bound by load latency, not bytes. Each combine program takes BLOCK_FLAT entries of the
+# (d * d + d) state: 130 programs per (image, head) at d = 64.
+COMBINE_CHUNK_BLOCK = 2 * TARGET_CHUNKS
+COMBINE_BLOCK_FLAT = 32
+# The last program's tile of partials (chunks x d) holds at most this many: 64 registers
+# a thread at four warps. Larger, it spilled F1 at d = 96 and lengthened F1's and B2's
+# token loops (sm_90 SASS); this size leaves them as they were.
+LAST_PROGRAM_SUM_ELEMENTS = tl.constexpr(8192)
 
 # Arguments that change with the image size. Left unspecialised, a new H x W never
 # triggers a recompile (detection sees a new one almost every image); what alignment
@@ -389,7 +396,7 @@ def _sum_over_chunks(base, num_chunks, row_len, cols, cols_ok,
 
 
 @triton.jit
-def _sum_in_last_program(partials, ticket, num_chunks, out, divisor, pairs, pairs_ok,
+def _sum_in_last_program(partials, ticket, num_chunks, out, divisor,
                          HEAD_DIM: tl.constexpr, PAIRS_PAD: tl.constexpr,
                          CHUNK_BLOCK: tl.constexpr):
     """The last program of an (image, head) to finish sums its (d,) chunk partials.
@@ -401,16 +408,16 @@ def _sum_in_last_program(partials, ticket, num_chunks, out, divisor, pairs, pair
     makes all of them visible to the last program. Counting modulo num_chunks keeps the
     scheme right if a launch is ever repeated on the same buffers (a benchmark's warm-up).
     """
-    HALF: tl.constexpr = HEAD_DIM // 2
     tl.debug_barrier()
     done = tl.atomic_add(ticket, 1, sem='acq_rel', scope='gpu')
     if done % num_chunks == num_chunks - 1:
-        even = _sum_over_chunks(partials, num_chunks, HEAD_DIM, pairs, pairs_ok,
-                                PAIRS_PAD, CHUNK_BLOCK)
-        odd = _sum_over_chunks(partials + HALF, num_chunks, HEAD_DIM, pairs, pairs_ok,
-                               PAIRS_PAD, CHUNK_BLOCK)
-        tl.store(out + pairs, even / divisor, mask=pairs_ok)
-        tl.store(out + HALF + pairs, odd / divisor, mask=pairs_ok)
+        # Both halves of each row in one tile: one round of loads, not one per half.
+        WIDTH: tl.constexpr = 2 * PAIRS_PAD
+        ROWS: tl.constexpr = min(CHUNK_BLOCK, LAST_PROGRAM_SUM_ELEMENTS // WIDTH)
+        cols = tl.arange(0, WIDTH)
+        cols_ok = cols < HEAD_DIM
+        total = _sum_over_chunks(partials, num_chunks, HEAD_DIM, cols, cols_ok, WIDTH, ROWS)
+        tl.store(out + cols, total / divisor, mask=cols_ok)
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,8 +473,7 @@ def _rala_fwd_query_sum_kernel(
     tl.store(sums + chunk * HEAD_DIM + pairs, tl.sum(acc_even, axis=1), mask=pairs_ok)
     tl.store(sums + chunk * HEAD_DIM + HALF + pairs, tl.sum(acc_odd, axis=1), mask=pairs_ok)
     _sum_in_last_program(sums, tickets + bh, num_chunks, query_mean + bh * HEAD_DIM,
-                         num_tokens.to(tl.float32), pairs, pairs_ok, HEAD_DIM, PAIRS_PAD,
-                         CHUNK_BLOCK)
+                         num_tokens.to(tl.float32), HEAD_DIM, PAIRS_PAD, CHUNK_BLOCK)
 
 
 @triton.jit
@@ -958,8 +964,7 @@ def _rala_bwd_key_value_kernel(
     tl.store(partials + chunk * HEAD_DIM + HALF + pairs, scale * grad_qm_odd,
              mask=pairs_ok)
     _sum_in_last_program(partials, tickets + bh, num_chunks, grad_query_mean + bh * HEAD_DIM,
-                         num_tokens.to(tl.float32), pairs, pairs_ok, HEAD_DIM, PAIRS_PAD,
-                         CHUNK_BLOCK)
+                         num_tokens.to(tl.float32), HEAD_DIM, PAIRS_PAD, CHUNK_BLOCK)
 
 
 @triton.jit
