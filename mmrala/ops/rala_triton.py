@@ -249,9 +249,10 @@ def _load_pair_tiles(tile, pair_offsets, channel_stride, mask):
     ``pair_offsets`` (see _pair_offsets) is loop-invariant. The odd channels are one
     channel stride further, so both tiles share these 32-bit offsets from one scalar
     pointer, where _load_pair_rows leaves a 64-bit pointer per row: builds for unaligned
-    rows, one token per access, hold one for every row a thread touches. B3's 32-token
-    tile fits in the registers only this way. The other passes keep _load_pair_rows:
-    they fit either way, and issue one to seven more instructions per token this way.
+    rows, one token per access, hold one for every row a thread touches. That is how
+    B3's 32-token tile first fitted in the registers. The other passes keep
+    _load_pair_rows: they fit either way, and issue one to seven more instructions per
+    token this way.
     """
     even = tl.load(tile + pair_offsets, mask=mask, other=0.0)
     odd = tl.load((tile + channel_stride) + pair_offsets, mask=mask, other=0.0)
@@ -968,36 +969,31 @@ def _rala_bwd_key_value_kernel(
 
 
 @triton.jit
-def _query_tile(q_base, g_base, dq_base, pair_offsets, channel_stride, grad_out_pair_offsets,
-                grad_out_channel_stride, grad_pair_offsets, grad_channel_stride, pairs,
-                pairs_ok, first, stop, rope_table, height, width, like_ptr,
-                state_ee, state_eo, state_oe, state_oo, state_scale, km_even, km_odd,
-                grad_qm_even, grad_qm_odd,
+def _query_tile(q_base, g_base, dq_base, pair_offsets, channel_stride, grad_out_offsets,
+                grad_pair_offsets, grad_channel_stride, pairs, pairs_ok, stacked_ok,
+                first, stop, rope_table, height, width, like_ptr,
+                state_stacked, state_scale, km_even, km_odd, grad_qm_even, grad_qm_odd,
                 HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
                 DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
     tokens = _tile_tokens(first, BLOCK_L)
     _, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
+    _, stacked_mask = _tile_masks(stacked_ok, tokens, stop, MASKED)
     q0_even, q0_odd = _load_pair_tiles(q_base + first, pair_offsets, channel_stride, mask)
     q_even = tl.where(mask, _phi(q0_even), 0.0)
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
     inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-    # G_i as its even and odd channels too, so that its loads share one set of offsets.
-    grad_even, grad_odd = _load_pair_tiles(g_base + first, grad_out_pair_offsets,
-                                          grad_out_channel_stride, mask)
-    grad_even = _dot_operand(grad_even, like_ptr, DOT_MODE)
-    grad_odd = _dot_operand(grad_odd, like_ptr, DOT_MODE)
-
+    # G_i with its even channels stacked over its odd ones, and S likewise by rows and
+    # columns: one dot with d rows, as many as the warps' mma tiles cover.
+    grad = tl.load((g_base + first) + grad_out_offsets, mask=stacked_mask, other=0.0)
+    zero = tl.zeros((state_stacked.shape[0], BLOCK_L), dtype=tl.float32)
+    sg = _mma(state_stacked, _dot_operand(grad.to(tl.float32), like_ptr, DOT_MODE), zero,
+              DOT_MODE, FP32_PRECISION)
     # S G_i in rotated space (times 1 / state_scale). It gives both terms of dQ_i: the
     # numerator's, rotated back by rope with the sine negated, and the denominator's,
     # since G_i . (rope(Q_i) S) = rope(Q_i) . (S G_i): the output O_i need not be rebuilt.
-    zero = tl.zeros((state_ee.shape[0], BLOCK_L), dtype=tl.float32)
-    sg_even = _mma(state_eo, grad_odd,
-                   _mma(state_ee, grad_even, zero, DOT_MODE, FP32_PRECISION),
-                   DOT_MODE, FP32_PRECISION)
-    sg_odd = _mma(state_oo, grad_odd,
-                  _mma(state_oe, grad_even, zero, DOT_MODE, FP32_PRECISION),
-                  DOT_MODE, FP32_PRECISION)
+    sg_even, sg_odd = tl.split(tl.permute(tl.reshape(sg, (2, state_stacked.shape[0] // 2,
+                                                         BLOCK_L)), (1, 2, 0)))
     rot_even = q_even * cos - q_odd * sin
     rot_odd = q_odd * cos + q_even * sin
     grad_denominator = -(inv_denominator * inv_denominator * state_scale
@@ -1023,8 +1019,11 @@ def _rala_bwd_query_kernel(
         DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
     """B3: dQ_i = rope^-1(z_i S G_i) + dn_i km + dqm / L, then dQ0 = dQ * phi'(Q0).
 
-    G is read as even and odd channel tiles like Q and dQ (see _load_pair_tiles), so S
-    enters as four (d/2 x d/2) blocks: its even and odd rows by G's even and odd channels.
+    G is one tile with its even channels stacked over its odd ones, and S has its rows
+    and columns in that order, so S G_i is a single dot with d rows. Triton gives the
+    warps of a loop whose dots feed each other one row band each (16 rows a warp): dots
+    of d/2 rows, at d = 64 and four warps, had two warps repeat the other two's work and
+    everything computed from it. Q and dQ are even and odd tiles (_load_pair_tiles).
     """
     chunk = tl.program_id(0)
     bh = tl.program_id(1)
@@ -1041,45 +1040,44 @@ def _rala_bwd_query_kernel(
     pairs = tl.arange(0, PAIRS_PAD)
     pairs_ok = pairs < HALF
     pair_offsets = _pair_offsets(stride_qkv_c, pairs, BLOCK_L)
-    grad_out_pair_offsets = _pair_offsets(stride_out_c, pairs, BLOCK_L)
     grad_pair_offsets = _pair_offsets(stride_grad_c, pairs, BLOCK_L)
+    # Row r of a stacked tile is pair r % PAIRS_PAD, even channel in the first half.
+    stacked = tl.arange(0, 2 * PAIRS_PAD)
+    stacked_pair = stacked % PAIRS_PAD
+    stacked_parity = stacked // PAIRS_PAD
+    stacked_ok = stacked_pair < HALF
+    stacked_channel = 2 * stacked_pair + stacked_parity
+    grad_out_offsets = ((stacked_channel * stride_out_c)[:, None]
+                        + tl.arange(0, BLOCK_L)[None, :])
 
     grad_qm_even = tl.load(grad_query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
     grad_qm_odd = tl.load(grad_query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok,
                           other=0.0)
 
     state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
-    # The columns of S's even and odd row blocks by parity: d/2 x d/2 each.
-    even_cols = 2 * pairs
-    odd_cols = 2 * pairs + 1
-    state_ee = _load_state_block(state_base, pairs, even_cols, HEAD_DIM, False)
-    state_eo = _load_state_block(state_base, pairs, odd_cols, HEAD_DIM, False)
-    state_oe = _load_state_block(state_base + HALF * HEAD_DIM, pairs, even_cols, HEAD_DIM, False)
-    state_oo = _load_state_block(state_base + HALF * HEAD_DIM, pairs, odd_cols, HEAD_DIM, False)
-    state_scale = tl.maximum(
-        tl.maximum(_power_of_two_scale(state_ee), _power_of_two_scale(state_eo)),
-        tl.maximum(_power_of_two_scale(state_oe), _power_of_two_scale(state_oo)))
-    state_ee = _dot_operand(state_ee / state_scale, qkv, DOT_MODE)
-    state_eo = _dot_operand(state_eo / state_scale, qkv, DOT_MODE)
-    state_oe = _dot_operand(state_oe / state_scale, qkv, DOT_MODE)
-    state_oo = _dot_operand(state_oo / state_scale, qkv, DOT_MODE)
+    # S's saved rows are [even | odd] already; its columns are gathered the same way.
+    state_rows = stacked_parity * HALF + stacked_pair
+    state_stacked = tl.load(state_base + state_rows[:, None] * HEAD_DIM + stacked_channel[None, :],
+                            mask=stacked_ok[:, None] & stacked_ok[None, :], other=0.0)
+    state_scale = _power_of_two_scale(state_stacked)
+    state_stacked = _dot_operand(state_stacked / state_scale, qkv, DOT_MODE)
     km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
     km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
 
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     for first in range(start, whole_stop, BLOCK_L):
-        _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_pair_offsets,
-                    stride_out_c, grad_pair_offsets, stride_grad_c, pairs, pairs_ok, first,
+        _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_offsets,
+                    grad_pair_offsets, stride_grad_c, pairs, pairs_ok, stacked_ok, first,
                     stop, rope_table, height, width, qkv,
-                    state_ee, state_eo, state_oe, state_oo, state_scale, km_even, km_odd,
-                    grad_qm_even, grad_qm_odd, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
+                    state_stacked, state_scale, km_even, km_odd, grad_qm_even, grad_qm_odd,
+                    HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
                     False)
     if whole_stop < stop:
-        _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_pair_offsets,
-                    stride_out_c, grad_pair_offsets, stride_grad_c, pairs, pairs_ok, whole_stop,
+        _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_offsets,
+                    grad_pair_offsets, stride_grad_c, pairs, pairs_ok, stacked_ok, whole_stop,
                     stop, rope_table, height, width, qkv,
-                    state_ee, state_eo, state_oe, state_oo, state_scale, km_even, km_odd,
-                    grad_qm_even, grad_qm_odd, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
+                    state_stacked, state_scale, km_even, km_odd, grad_qm_even, grad_qm_odd,
+                    HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
                     True)
 
 
