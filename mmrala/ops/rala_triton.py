@@ -246,13 +246,13 @@ def _load_pair_tiles(tile, pair_offsets, channel_stride, mask):
     """_load_pair_rows for B3, addressed to spend fewer registers.
 
     ``tile`` points at the tile's first token in the head's first channel, and
-    ``pair_offsets`` (see _pair_offsets) is loop-invariant. The odd channels are one
-    channel stride further, so both tiles share these 32-bit offsets from one scalar
-    pointer, where _load_pair_rows leaves a 64-bit pointer per row: builds for unaligned
-    rows, one token per access, hold one for every row a thread touches. That is how
-    B3's 32-token tile first fitted in the registers. The other passes keep
-    _load_pair_rows: they fit either way, and issue one to seven more instructions per
-    token this way.
+    ``pair_offsets`` (_tile_offsets of the even channels) is loop-invariant. The odd
+    channels are one channel stride further, so both tiles share these 32-bit offsets
+    from one scalar pointer, where _load_pair_rows leaves a 64-bit pointer per row:
+    builds for unaligned rows, one token per access, hold one for every row a thread
+    touches. That is how B3's 32-token tile first fitted in the registers. The other
+    passes keep _load_pair_rows: they fit either way, and issue one to seven more
+    instructions per token this way.
     """
     even = tl.load(tile + pair_offsets, mask=mask, other=0.0)
     odd = tl.load((tile + channel_stride) + pair_offsets, mask=mask, other=0.0)
@@ -266,9 +266,10 @@ def _store_pair_tiles(tile, pair_offsets, channel_stride, mask, even, odd):
 
 
 @triton.jit
-def _pair_offsets(channel_stride, pairs, BLOCK_L: tl.constexpr):
-    """Offsets of a head's even channels over one tile, from the tile's first token."""
-    return (2 * pairs * channel_stride)[:, None] + tl.arange(0, BLOCK_L)[None, :]
+def _tile_offsets(channel_stride, channels, BLOCK_L: tl.constexpr):
+    """Offsets of ``channels`` (a head's, in any order) over one tile, from the tile's
+    first token in the head's first channel."""
+    return (channels * channel_stride)[:, None] + tl.arange(0, BLOCK_L)[None, :]
 
 
 @triton.jit
@@ -1039,16 +1040,15 @@ def _rala_bwd_query_kernel(
 
     pairs = tl.arange(0, PAIRS_PAD)
     pairs_ok = pairs < HALF
-    pair_offsets = _pair_offsets(stride_qkv_c, pairs, BLOCK_L)
-    grad_pair_offsets = _pair_offsets(stride_grad_c, pairs, BLOCK_L)
+    pair_offsets = _tile_offsets(stride_qkv_c, 2 * pairs, BLOCK_L)
+    grad_pair_offsets = _tile_offsets(stride_grad_c, 2 * pairs, BLOCK_L)
     # Row r of a stacked tile is pair r % PAIRS_PAD, even channel in the first half.
     stacked = tl.arange(0, 2 * PAIRS_PAD)
     stacked_pair = stacked % PAIRS_PAD
     stacked_parity = stacked // PAIRS_PAD
     stacked_ok = stacked_pair < HALF
     stacked_channel = 2 * stacked_pair + stacked_parity
-    grad_out_offsets = ((stacked_channel * stride_out_c)[:, None]
-                        + tl.arange(0, BLOCK_L)[None, :])
+    grad_out_offsets = _tile_offsets(stride_out_c, stacked_channel, BLOCK_L)
 
     grad_qm_even = tl.load(grad_query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
     grad_qm_odd = tl.load(grad_query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok,
