@@ -21,8 +21,10 @@ output, one (image, head, chunk of tokens) per program:
 
 Layout. A head's d channels are read as two strided (d/2 x BLOCK_L) tiles, the even and
 the odd channels, so RoPE is a pair of elementwise rotations and never a shuffle. The
-(d x d) state S is kept as its even-row and odd-row blocks; saved vectors (qm, km) are
-stored de-interleaved, [even channels | odd channels].
+(d x d) state S is saved with its even-row block over its odd-row block, and saved vectors
+(qm, km) de-interleaved, [even channels | odd channels]. A dot takes the even and odd
+tiles stacked in that same order (_stack, _unstack), so that each dot has d rows or a
+contraction over d channels: with half as many rows, four warps repeat each other's work.
 
 Memory access. Chunks are whole tiles and every pass runs its whole tiles unmasked
 and at most one masked tail tile. When every token row starts on a 16-byte boundary
@@ -37,8 +39,8 @@ dot scaled by an exact power of two.
 
 Determinism. The chunking is a function of L alone, every chunk writes its own
 partial and the partials are combined in a fixed order: no float atomics anywhere, so
-repeated runs are bitwise identical. The selectable configs differ only in software
-pipelining, which does not reorder arithmetic, so every config gives the same bits.
+repeated runs are bitwise identical. Tile size and warps, which set how sums over a
+tile are split, are pinned per tiling class (PASS_TILING), never autotuned.
 Nothing is specialised on L, H or W (they are ``do_not_specialize``) beyond ALIGN.
 
 Under ``TRITON_INTERPRET=1`` (read by ``triton.jit`` when this module is imported),
@@ -273,6 +275,20 @@ def _tile_offsets(channel_stride, channels, BLOCK_L: tl.constexpr):
 
 
 @triton.jit
+def _unstack(stacked):
+    """The halves of a (2 * P, BLOCK_L) tile with its even channels over its odd ones."""
+    return tl.split(tl.permute(tl.reshape(stacked, (2, stacked.shape[0] // 2,
+                                                    stacked.shape[1])), (1, 2, 0)))
+
+
+@triton.jit
+def _stack(even, odd):
+    """The inverse of _unstack: even over odd as one (2 * P, BLOCK_L) tile."""
+    return tl.reshape(tl.permute(tl.join(even, odd), (2, 0, 1)),
+                      (2 * even.shape[0], even.shape[1]))
+
+
+@triton.jit
 def _pair_dot(even, odd, vector_even, vector_odd):
     """Per token, the dot of a head's channels with a (d,) vector given as its even and
     odd halves: one reduction over channels, not one per half."""
@@ -348,36 +364,53 @@ def _mma(a, b, acc, DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _load_state_block(base, pairs, dims, HEAD_DIM: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """Columns ``dims`` of a (d/2 x d) row block of a saved state matrix (all of them, or
-    one parity), or their transpose."""
-    if TRANSPOSED:
-        ptrs = base + pairs[None, :] * HEAD_DIM + dims[:, None]
-        mask = (pairs[None, :] < HEAD_DIM // 2) & (dims[:, None] < HEAD_DIM)
-    else:
-        ptrs = base + pairs[:, None] * HEAD_DIM + dims[None, :]
-        mask = (pairs[:, None] < HEAD_DIM // 2) & (dims[None, :] < HEAD_DIM)
-    return tl.load(ptrs, mask=mask, other=0.0)
+def _load_halves(base, pairs, HEAD_DIM: tl.constexpr):
+    """A (d,) vector saved as [even channels | odd channels], as its two halves."""
+    pairs_ok = pairs < HEAD_DIM // 2
+    return (tl.load(base + pairs, mask=pairs_ok, other=0.0),
+            tl.load(base + HEAD_DIM // 2 + pairs, mask=pairs_ok, other=0.0))
 
 
 @triton.jit
-def _load_scaled_state(state_base, pairs, dims, like_ptr, HEAD_DIM: tl.constexpr,
-                       DOT_MODE: tl.constexpr):
-    """S^T as even and odd column blocks, ready as dot operands, and km.
+def _store_halves(base, pairs, even, odd, HEAD_DIM: tl.constexpr):
+    pairs_ok = pairs < HEAD_DIM // 2
+    tl.store(base + pairs, even, mask=pairs_ok)
+    tl.store(base + HEAD_DIM // 2 + pairs, odd, mask=pairs_ok)
 
-    S enters the dot divided by a power of two (returned as the scale) so that
-    half-precision operands cannot overflow however large S grows.
+
+@triton.jit
+def _stacked_rows(PAIRS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Per row of a stacked tile (a head's even channels over its odd ones, each half
+    padded to PAIRS_PAD rows): its row in a saved (d x d) state, whose rows are in that
+    order already; its channel; and whether it is a real one."""
+    stacked = tl.arange(0, 2 * PAIRS_PAD)
+    pair = stacked % PAIRS_PAD
+    parity = stacked // PAIRS_PAD
+    return parity * (HEAD_DIM // 2) + pair, 2 * pair + parity, pair < HEAD_DIM // 2
+
+
+@triton.jit
+def _state_block(base, rows, rows_ok, columns, columns_ok, HEAD_DIM: tl.constexpr,
+                 TRANSPOSED: tl.constexpr):
+    """Pointers to and mask of S[rows, columns] in a saved (d x d) state, or its transpose."""
+    if TRANSPOSED:
+        return (base + rows[None, :] * HEAD_DIM + columns[:, None],
+                rows_ok[None, :] & columns_ok[:, None])
+    return base + rows[:, None] * HEAD_DIM + columns[None, :], rows_ok[:, None] & columns_ok[None, :]
+
+
+@triton.jit
+def _load_scaled_state(base, rows, rows_ok, columns, columns_ok, like_ptr,
+                       HEAD_DIM: tl.constexpr, DOT_MODE: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """S[rows, columns] (or its transpose) as a dot operand, and the scale it was divided by.
+
+    A power of two, so that half-precision operands cannot overflow however large S grows.
     """
-    half: tl.constexpr = HEAD_DIM // 2
-    state_t_even = _load_state_block(state_base, pairs, dims, HEAD_DIM, True)
-    state_t_odd = _load_state_block(state_base + half * HEAD_DIM, pairs, dims, HEAD_DIM, True)
-    state_scale = tl.maximum(_power_of_two_scale(state_t_even), _power_of_two_scale(state_t_odd))
-    state_t_even = _dot_operand(state_t_even / state_scale, like_ptr, DOT_MODE)
-    state_t_odd = _dot_operand(state_t_odd / state_scale, like_ptr, DOT_MODE)
-    pairs_ok = pairs < half
-    km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + half + pairs, mask=pairs_ok, other=0.0)
-    return state_t_even, state_t_odd, state_scale, km_even, km_odd
+    pointers, mask = _state_block(base, rows, rows_ok, columns, columns_ok, HEAD_DIM,
+                                  TRANSPOSED)
+    block = tl.load(pointers, mask=mask, other=0.0)
+    scale = _power_of_two_scale(block)
+    return _dot_operand(block / scale, like_ptr, DOT_MODE), scale
 
 
 @triton.jit
@@ -454,10 +487,9 @@ def _rala_fwd_query_sum_kernel(
     image = bh // NUM_HEADS
     head = bh % NUM_HEADS
     stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
-    HALF: tl.constexpr = HEAD_DIM // 2
     q_base = qkv + _channel_offset(image, stride_qkv_b, head * HEAD_DIM, stride_qkv_c)
     pairs = tl.arange(0, PAIRS_PAD)
-    pairs_ok = pairs < HALF
+    pairs_ok = pairs < HEAD_DIM // 2
     even_rows = 2 * pairs * stride_qkv_c
     odd_rows = (2 * pairs + 1) * stride_qkv_c
 
@@ -472,8 +504,8 @@ def _rala_fwd_query_sum_kernel(
                                             stop, acc_even, acc_odd, BLOCK_L, True)
 
     sums = query_sums + bh * num_chunks * HEAD_DIM
-    tl.store(sums + chunk * HEAD_DIM + pairs, tl.sum(acc_even, axis=1), mask=pairs_ok)
-    tl.store(sums + chunk * HEAD_DIM + HALF + pairs, tl.sum(acc_odd, axis=1), mask=pairs_ok)
+    _store_halves(sums + chunk * HEAD_DIM, pairs, tl.sum(acc_even, axis=1),
+                  tl.sum(acc_odd, axis=1), HEAD_DIM)
     _sum_in_last_program(sums, tickets + bh, num_chunks, query_mean + bh * HEAD_DIM,
                          num_tokens.to(tl.float32), HEAD_DIM, PAIRS_PAD, CHUNK_BLOCK)
 
@@ -481,7 +513,7 @@ def _rala_fwd_query_sum_kernel(
 @triton.jit
 def _state_tile(k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
                 first, stop, rope_table, height, width, scale, qm_even, qm_odd, like_ptr,
-                running_max, lane_sums, state_even, state_odd, km_even, km_odd,
+                running_max, lane_sums, state, km_even, km_odd,
                 HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr, DOT_MODE: tl.constexpr,
                 FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
     tokens = _tile_tokens(first, BLOCK_L)
@@ -506,13 +538,11 @@ def _state_tile(k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, 
     rot_even = (k_even * cos - k_odd * sin) * weights[None, :]
     rot_odd = (k_odd * cos + k_even * sin) * weights[None, :]
     values_t = _dot_operand(values_t.to(tl.float32), like_ptr, DOT_MODE)
-    state_even = _mma(_dot_operand(rot_even, like_ptr, DOT_MODE), values_t,
-                      state_even * rescale, DOT_MODE, FP32_PRECISION)
-    state_odd = _mma(_dot_operand(rot_odd, like_ptr, DOT_MODE), values_t,
-                     state_odd * rescale, DOT_MODE, FP32_PRECISION)
+    state = _mma(_dot_operand(_stack(rot_even, rot_odd), like_ptr, DOT_MODE), values_t,
+                 state * rescale, DOT_MODE, FP32_PRECISION)
     km_even = km_even * rescale + k_even * weights[None, :]
     km_odd = km_odd * rescale + k_odd * weights[None, :]
-    return new_max, lane_sums, state_even, state_odd, km_even, km_odd
+    return new_max, lane_sums, state, km_even, km_odd
 
 
 @_token_pass
@@ -534,50 +564,46 @@ def _rala_fwd_state_kernel(
     head = bh % NUM_HEADS
     stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
     CHANNELS: tl.constexpr = NUM_HEADS * HEAD_DIM
-    HALF: tl.constexpr = HEAD_DIM // 2
     k_base = qkv + _channel_offset(image, stride_qkv_b, CHANNELS + head * HEAD_DIM,
                                    stride_qkv_c)
     v_base = qkv + _channel_offset(image, stride_qkv_b, 2 * CHANNELS + head * HEAD_DIM,
                                    stride_qkv_c)
 
     pairs = tl.arange(0, PAIRS_PAD)
-    pairs_ok = pairs < HALF
+    pairs_ok = pairs < HEAD_DIM // 2
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
     even_rows = 2 * pairs * stride_qkv_c
     odd_rows = (2 * pairs + 1) * stride_qkv_c
     dim_rows = dims * stride_qkv_c
-    qm_even = tl.load(query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    qm_odd = tl.load(query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
+    qm_even, qm_odd = _load_halves(query_mean + bh * HEAD_DIM, pairs, HEAD_DIM)
 
     running_max = tl.full((), float('-inf'), tl.float32)
     lane_sums = tl.zeros((BLOCK_L,), dtype=tl.float32)
-    state_even = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
-    state_odd = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
+    state = tl.zeros((2 * PAIRS_PAD, DIM_PAD), dtype=tl.float32)
     km_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     km_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     for first in range(start, whole_stop, BLOCK_L):
-        running_max, lane_sums, state_even, state_odd, km_even, km_odd = _state_tile(
+        running_max, lane_sums, state, km_even, km_odd = _state_tile(
             k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
             first, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
-            running_max, lane_sums, state_even, state_odd, km_even, km_odd,
+            running_max, lane_sums, state, km_even, km_odd,
             HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
     if whole_stop < stop:
-        running_max, lane_sums, state_even, state_odd, km_even, km_odd = _state_tile(
+        running_max, lane_sums, state, km_even, km_odd = _state_tile(
             k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
             whole_stop, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
-            running_max, lane_sums, state_even, state_odd, km_even, km_odd,
+            running_max, lane_sums, state, km_even, km_odd,
             HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     out = state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
-    block_offsets = pairs[:, None] * HEAD_DIM + dims[None, :]
-    block_mask = pairs_ok[:, None] & dims_ok[None, :]
-    tl.store(out + block_offsets, state_even, mask=block_mask)
-    tl.store(out + HALF * HEAD_DIM + block_offsets, state_odd, mask=block_mask)
-    tl.store(out + HEAD_DIM * HEAD_DIM + pairs, tl.sum(km_even, axis=1), mask=pairs_ok)
-    tl.store(out + HEAD_DIM * HEAD_DIM + HALF + pairs, tl.sum(km_odd, axis=1), mask=pairs_ok)
+    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
+    pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims_ok, HEAD_DIM, False)
+    tl.store(pointers, state, mask=mask)
+    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, tl.sum(km_even, axis=1),
+                  tl.sum(km_odd, axis=1), HEAD_DIM)
     stats = softmax_partials + (bh * num_chunks + chunk) * 2
     tl.store(stats, running_max)
     tl.store(stats + 1, tl.sum(lane_sums, axis=0))
@@ -640,7 +666,7 @@ def _rala_combine_chunks_kernel(
 @triton.jit
 def _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
                  first, stop, rope_table, height, width, like_ptr,
-                 state_t_even, state_t_odd, state_scale, km_even, km_odd,
+                 state_t_stacked, state_scale, km_even, km_odd,
                  DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
                  DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
     tokens = _tile_tokens(first, BLOCK_L)
@@ -650,11 +676,10 @@ def _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok,
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
     denominator = _pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-    rot_even = _dot_operand(q_even * cos - q_odd * sin, like_ptr, DOT_MODE)
-    rot_odd = _dot_operand(q_odd * cos + q_even * sin, like_ptr, DOT_MODE)
+    rot = _dot_operand(_stack(q_even * cos - q_odd * sin, q_odd * cos + q_even * sin),
+                       like_ptr, DOT_MODE)
     numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-    numerator = _mma(state_t_even, rot_even, numerator, DOT_MODE, FP32_PRECISION)
-    numerator = _mma(state_t_odd, rot_odd, numerator, DOT_MODE, FP32_PRECISION)
+    numerator = _mma(state_t_stacked, rot, numerator, DOT_MODE, FP32_PRECISION)
     result = numerator * (state_scale / denominator)[None, :]
     tl.store(o_base + out_rows[:, None] + tokens[None, :],
              result.to(o_base.dtype.element_ty), mask=dims_ok[:, None] & tokens_ok[None, :])
@@ -676,10 +701,9 @@ def _rala_fwd_output_kernel(
     stride_out_b, stride_out_c = _strides(stride_out_b, stride_out_c, ALIGN)
     q_base = qkv + _channel_offset(image, stride_qkv_b, head * HEAD_DIM, stride_qkv_c)
     o_base = out + _channel_offset(image, stride_out_b, head * HEAD_DIM, stride_out_c)
-    HALF: tl.constexpr = HEAD_DIM // 2
 
     pairs = tl.arange(0, PAIRS_PAD)
-    pairs_ok = pairs < HALF
+    pairs_ok = pairs < HEAD_DIM // 2
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
     even_rows = 2 * pairs * stride_qkv_c
@@ -687,19 +711,23 @@ def _rala_fwd_output_kernel(
     out_rows = dims * stride_out_c
 
     # The state is loaded once per program and reused over the chunk's tiles.
-    state_t_even, state_t_odd, state_scale, km_even, km_odd = _load_scaled_state(
-        state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM), pairs, dims, qkv, HEAD_DIM, DOT_MODE)
+    # S^T with its columns (S's saved rows) stacked, to meet stacked rope(Q) tiles.
+    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
+    state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
+    state_t_stacked, state_scale = _load_scaled_state(
+        state_base, stacked_rows, stacked_ok, dims, dims_ok, qkv, HEAD_DIM, DOT_MODE, True)
+    km_even, km_odd = _load_halves(state_base + HEAD_DIM * HEAD_DIM, pairs, HEAD_DIM)
 
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     for first in range(start, whole_stop, BLOCK_L):
         _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
                      first, stop, rope_table, height, width, qkv,
-                     state_t_even, state_t_odd, state_scale, km_even, km_odd,
+                     state_t_stacked, state_scale, km_even, km_odd,
                      DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
     if whole_stop < stop:
         _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
                      whole_stop, stop, rope_table, height, width, qkv,
-                     state_t_even, state_t_odd, state_scale, km_even, km_odd,
+                     state_t_stacked, state_scale, km_even, km_odd,
                      DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
 
@@ -710,8 +738,8 @@ def _rala_fwd_output_kernel(
 @triton.jit
 def _state_grad_tile(q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
                      first, stop, rope_table, height, width, like_ptr,
-                     state_t_even, state_t_odd, state_scale, km_even, km_odd,
-                     grad_state_even, grad_state_odd, grad_km_even, grad_km_odd,
+                     state_t_stacked, state_scale, km_even, km_odd,
+                     grad_state, grad_km_even, grad_km_odd,
                      DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
                      DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr,
                      MASKED: tl.constexpr):
@@ -724,10 +752,9 @@ def _state_grad_tile(q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pair
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
     rot_even = q_even * cos - q_odd * sin
     rot_odd = q_odd * cos + q_even * sin
+    rot = _stack(rot_even, rot_odd)
     numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-    numerator = _mma(state_t_even, _dot_operand(rot_even, like_ptr, DOT_MODE), numerator,
-                     DOT_MODE, FP32_PRECISION)
-    numerator = _mma(state_t_odd, _dot_operand(rot_odd, like_ptr, DOT_MODE), numerator,
+    numerator = _mma(state_t_stacked, _dot_operand(rot, like_ptr, DOT_MODE), numerator,
                      DOT_MODE, FP32_PRECISION)
     grad = tl.load(g_base + grad_rows[:, None] + tokens[None, :],
                    mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
@@ -735,13 +762,11 @@ def _state_grad_tile(q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pair
     grad_denominator = -(inv_denominator * inv_denominator * state_scale
                          * tl.sum(grad * numerator, axis=0))
     grad_t = tl.trans(_dot_operand(grad, like_ptr, DOT_MODE))
-    grad_state_even = _mma(_dot_operand(rot_even * inv_denominator[None, :], like_ptr, DOT_MODE),
-                           grad_t, grad_state_even, DOT_MODE, FP32_PRECISION)
-    grad_state_odd = _mma(_dot_operand(rot_odd * inv_denominator[None, :], like_ptr, DOT_MODE),
-                          grad_t, grad_state_odd, DOT_MODE, FP32_PRECISION)
+    grad_state = _mma(_dot_operand(rot * inv_denominator[None, :], like_ptr, DOT_MODE),
+                      grad_t, grad_state, DOT_MODE, FP32_PRECISION)
     grad_km_even += q_even * grad_denominator[None, :]
     grad_km_odd += q_odd * grad_denominator[None, :]
-    return grad_state_even, grad_state_odd, grad_km_even, grad_km_odd
+    return grad_state, grad_km_even, grad_km_odd
 
 
 @_token_pass
@@ -764,55 +789,54 @@ def _rala_bwd_state_grad_kernel(
     stride_out_b, stride_out_c = _strides(stride_out_b, stride_out_c, ALIGN)
     q_base = qkv + _channel_offset(image, stride_qkv_b, head * HEAD_DIM, stride_qkv_c)
     g_base = grad_out + _channel_offset(image, stride_out_b, head * HEAD_DIM, stride_out_c)
-    HALF: tl.constexpr = HEAD_DIM // 2
 
     pairs = tl.arange(0, PAIRS_PAD)
-    pairs_ok = pairs < HALF
+    pairs_ok = pairs < HEAD_DIM // 2
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
     even_rows = 2 * pairs * stride_qkv_c
     odd_rows = (2 * pairs + 1) * stride_qkv_c
     grad_rows = dims * stride_out_c
 
-    state_t_even, state_t_odd, state_scale, km_even, km_odd = _load_scaled_state(
-        state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM), pairs, dims, qkv, HEAD_DIM, DOT_MODE)
+    # S^T with its columns (S's saved rows) stacked, to meet stacked rope(Q) tiles.
+    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
+    state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
+    state_t_stacked, state_scale = _load_scaled_state(
+        state_base, stacked_rows, stacked_ok, dims, dims_ok, qkv, HEAD_DIM, DOT_MODE, True)
+    km_even, km_odd = _load_halves(state_base + HEAD_DIM * HEAD_DIM, pairs, HEAD_DIM)
 
-    grad_state_even = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
-    grad_state_odd = tl.zeros((PAIRS_PAD, DIM_PAD), dtype=tl.float32)
+    grad_state = tl.zeros((2 * PAIRS_PAD, DIM_PAD), dtype=tl.float32)
     grad_km_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     grad_km_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     for first in range(start, whole_stop, BLOCK_L):
-        grad_state_even, grad_state_odd, grad_km_even, grad_km_odd = _state_grad_tile(
+        grad_state, grad_km_even, grad_km_odd = _state_grad_tile(
             q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
             first, stop, rope_table, height, width, qkv,
-            state_t_even, state_t_odd, state_scale, km_even, km_odd,
-            grad_state_even, grad_state_odd, grad_km_even, grad_km_odd,
+            state_t_stacked, state_scale, km_even, km_odd,
+            grad_state, grad_km_even, grad_km_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
     if whole_stop < stop:
-        grad_state_even, grad_state_odd, grad_km_even, grad_km_odd = _state_grad_tile(
+        grad_state, grad_km_even, grad_km_odd = _state_grad_tile(
             q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
             whole_stop, stop, rope_table, height, width, qkv,
-            state_t_even, state_t_odd, state_scale, km_even, km_odd,
-            grad_state_even, grad_state_odd, grad_km_even, grad_km_odd,
+            state_t_stacked, state_scale, km_even, km_odd,
+            grad_state, grad_km_even, grad_km_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     out = grad_state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
-    block_offsets = pairs[:, None] * HEAD_DIM + dims[None, :]
-    block_mask = pairs_ok[:, None] & dims_ok[None, :]
-    tl.store(out + block_offsets, grad_state_even, mask=block_mask)
-    tl.store(out + HALF * HEAD_DIM + block_offsets, grad_state_odd, mask=block_mask)
-    tl.store(out + HEAD_DIM * HEAD_DIM + pairs, tl.sum(grad_km_even, axis=1), mask=pairs_ok)
-    tl.store(out + HEAD_DIM * HEAD_DIM + HALF + pairs, tl.sum(grad_km_odd, axis=1),
-             mask=pairs_ok)
+    pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims_ok, HEAD_DIM, False)
+    tl.store(pointers, grad_state, mask=mask)
+    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, tl.sum(grad_km_even, axis=1),
+                  tl.sum(grad_km_odd, axis=1), HEAD_DIM)
 
 
 @triton.jit
 def _key_value_tile(k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
                     grad_even_rows, grad_odd_rows, grad_value_rows, pairs, pairs_ok, dims_ok,
                     first, stop, rope_table, height, width, scale, like_ptr,
-                    qm_even, qm_odd, lse, delta, grad_even, grad_odd, grad_scale,
+                    qm_even, qm_odd, lse, delta, grad_stacked, grad_scale,
                     grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
                     DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
                     DOT_MODE: tl.constexpr, FP32_PRECISION: tl.constexpr,
@@ -833,9 +857,9 @@ def _key_value_tile(k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
     rot_even = k_even * cos - k_odd * sin
     rot_odd = k_odd * cos + k_even * sin
-    zero = tl.zeros((grad_even.shape[0], BLOCK_L), dtype=tl.float32)
-    w_even = _mma(grad_even, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
-    w_odd = _mma(grad_odd, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
+    zero = tl.zeros((grad_stacked.shape[0], BLOCK_L), dtype=tl.float32)
+    w = _mma(grad_stacked, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
+    w_even, w_odd = _unstack(w)
 
     grad_attn = tl.sum(rot_even * w_even + rot_odd * w_odd + k_even * grad_km_even[:, None]
                        + k_odd * grad_km_odd[:, None], axis=0)
@@ -853,11 +877,9 @@ def _key_value_tile(k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value
     attn_operand = (attn / attn_scale)[None, :]
     # dS^T as the transpose of the operands already held, not a second copy.
     grad_values = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-    grad_values = _mma(tl.trans(grad_even),
-                       _dot_operand(rot_even * attn_operand, like_ptr, DOT_MODE),
-                       grad_values, DOT_MODE, FP32_PRECISION)
-    grad_values = _mma(tl.trans(grad_odd),
-                       _dot_operand(rot_odd * attn_operand, like_ptr, DOT_MODE),
+    grad_values = _mma(tl.trans(grad_stacked),
+                       _dot_operand(_stack(rot_even * attn_operand, rot_odd * attn_operand),
+                                    like_ptr, DOT_MODE),
                        grad_values, DOT_MODE, FP32_PRECISION)
     tl.store(dv_base + grad_value_rows[:, None] + tokens[None, :],
              (grad_values * (grad_scale * attn_scale)[None, :]).to(dv_base.dtype.element_ty),
@@ -895,7 +917,6 @@ def _rala_bwd_key_value_kernel(
     stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
     stride_grad_b, stride_grad_c = _strides(stride_grad_b, stride_grad_c, ALIGN)
     CHANNELS: tl.constexpr = NUM_HEADS * HEAD_DIM
-    HALF: tl.constexpr = HEAD_DIM // 2
     k_base = qkv + _channel_offset(image, stride_qkv_b, CHANNELS + head * HEAD_DIM,
                                    stride_qkv_c)
     v_base = qkv + _channel_offset(image, stride_qkv_b, 2 * CHANNELS + head * HEAD_DIM,
@@ -906,7 +927,7 @@ def _rala_bwd_key_value_kernel(
                                          stride_grad_c)
 
     pairs = tl.arange(0, PAIRS_PAD)
-    pairs_ok = pairs < HALF
+    pairs_ok = pairs < HEAD_DIM // 2
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
     even_rows = 2 * pairs * stride_qkv_c
@@ -919,25 +940,25 @@ def _rala_bwd_key_value_kernel(
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     state_base = state + bh * flat
     grad_state_base = grad_state + bh * flat
-    grad_even = _load_state_block(grad_state_base, pairs, dims, HEAD_DIM, False)
-    grad_odd = _load_state_block(grad_state_base + HALF * HEAD_DIM, pairs, dims, HEAD_DIM, False)
-    grad_km_even = tl.load(grad_state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    grad_km_odd = tl.load(grad_state_base + HEAD_DIM * HEAD_DIM + HALF + pairs,
-                          mask=pairs_ok, other=0.0)
-    km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
+    # dS and S with their rows stacked as saved, [even pairs; odd pairs].
+    # dS with its rows stacked as saved, so that W_j = dS V_j is one dot with d rows.
+    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
+    grad_pointers, stacked_mask = _state_block(grad_state_base, stacked_rows, stacked_ok, dims,
+                                               dims_ok, HEAD_DIM, False)
+    grad_stacked = tl.load(grad_pointers, mask=stacked_mask, other=0.0)
+    grad_km_even, grad_km_odd = _load_halves(grad_state_base + HEAD_DIM * HEAD_DIM, pairs,
+                                             HEAD_DIM)
+    km_even, km_odd = _load_halves(state_base + HEAD_DIM * HEAD_DIM, pairs, HEAD_DIM)
     # delta = sum_j a_j da_j is known before any key is read.
-    delta = (tl.sum(tl.sum(_load_state_block(state_base, pairs, dims, HEAD_DIM, False)
-                           * grad_even, axis=1), axis=0)
-             + tl.sum(tl.sum(_load_state_block(state_base + HALF * HEAD_DIM, pairs, dims,
-                                               HEAD_DIM, False) * grad_odd, axis=1), axis=0)
+    state_pointers, _ = _state_block(state_base, stacked_rows, stacked_ok, dims, dims_ok,
+                                     HEAD_DIM, False)
+    delta = (tl.sum(tl.sum(tl.load(state_pointers, mask=stacked_mask, other=0.0) * grad_stacked,
+                           axis=1), axis=0)
              + tl.sum(km_even * grad_km_even, axis=0) + tl.sum(km_odd * grad_km_odd, axis=0))
 
-    grad_scale = tl.maximum(_power_of_two_scale(grad_even), _power_of_two_scale(grad_odd))
-    grad_even = _dot_operand(grad_even / grad_scale, qkv, DOT_MODE)
-    grad_odd = _dot_operand(grad_odd / grad_scale, qkv, DOT_MODE)
-    qm_even = tl.load(query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    qm_odd = tl.load(query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
+    grad_scale = _power_of_two_scale(grad_stacked)
+    grad_stacked = _dot_operand(grad_stacked / grad_scale, qkv, DOT_MODE)
+    qm_even, qm_odd = _load_halves(query_mean + bh * HEAD_DIM, pairs, HEAD_DIM)
     lse = tl.load(log_sum_exp + bh)
 
     grad_qm_even = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
@@ -948,7 +969,7 @@ def _rala_bwd_key_value_kernel(
             k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
             grad_even_rows, grad_odd_rows, grad_value_rows, pairs, pairs_ok, dims_ok,
             first, stop, rope_table, height, width, scale, qkv,
-            qm_even, qm_odd, lse, delta, grad_even, grad_odd, grad_scale,
+            qm_even, qm_odd, lse, delta, grad_stacked, grad_scale,
             grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
     if whole_stop < stop:
@@ -956,15 +977,13 @@ def _rala_bwd_key_value_kernel(
             k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
             grad_even_rows, grad_odd_rows, grad_value_rows, pairs, pairs_ok, dims_ok,
             whole_stop, stop, rope_table, height, width, scale, qkv,
-            qm_even, qm_odd, lse, delta, grad_even, grad_odd, grad_scale,
+            qm_even, qm_odd, lse, delta, grad_stacked, grad_scale,
             grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
 
     partials = grad_query_mean_partials + bh * num_chunks * HEAD_DIM
-    tl.store(partials + chunk * HEAD_DIM + pairs, scale * grad_qm_even,
-             mask=pairs_ok)
-    tl.store(partials + chunk * HEAD_DIM + HALF + pairs, scale * grad_qm_odd,
-             mask=pairs_ok)
+    _store_halves(partials + chunk * HEAD_DIM, pairs, scale * grad_qm_even,
+                  scale * grad_qm_odd, HEAD_DIM)
     _sum_in_last_program(partials, tickets + bh, num_chunks, grad_query_mean + bh * HEAD_DIM,
                          num_tokens.to(tl.float32), HEAD_DIM, PAIRS_PAD, CHUNK_BLOCK)
 
@@ -993,8 +1012,7 @@ def _query_tile(q_base, g_base, dq_base, pair_offsets, channel_stride, grad_out_
     # S G_i in rotated space (times 1 / state_scale). It gives both terms of dQ_i: the
     # numerator's, rotated back by rope with the sine negated, and the denominator's,
     # since G_i . (rope(Q_i) S) = rope(Q_i) . (S G_i): the output O_i need not be rebuilt.
-    sg_even, sg_odd = tl.split(tl.permute(tl.reshape(sg, (2, state_stacked.shape[0] // 2,
-                                                         BLOCK_L)), (1, 2, 0)))
+    sg_even, sg_odd = _unstack(sg)
     rot_even = q_even * cos - q_odd * sin
     rot_odd = q_odd * cos + q_even * sin
     grad_denominator = -(inv_denominator * inv_denominator * state_scale
@@ -1033,36 +1051,25 @@ def _rala_bwd_query_kernel(
     stride_qkv_b, stride_qkv_c = _strides(stride_qkv_b, stride_qkv_c, ALIGN)
     stride_out_b, stride_out_c = _strides(stride_out_b, stride_out_c, ALIGN)
     stride_grad_b, stride_grad_c = _strides(stride_grad_b, stride_grad_c, ALIGN)
-    HALF: tl.constexpr = HEAD_DIM // 2
     q_base = qkv + _channel_offset(image, stride_qkv_b, head * HEAD_DIM, stride_qkv_c)
     g_base = grad_out + _channel_offset(image, stride_out_b, head * HEAD_DIM, stride_out_c)
     dq_base = grad_qkv + _channel_offset(image, stride_grad_b, head * HEAD_DIM, stride_grad_c)
 
     pairs = tl.arange(0, PAIRS_PAD)
-    pairs_ok = pairs < HALF
+    pairs_ok = pairs < HEAD_DIM // 2
     pair_offsets = _tile_offsets(stride_qkv_c, 2 * pairs, BLOCK_L)
     grad_pair_offsets = _tile_offsets(stride_grad_c, 2 * pairs, BLOCK_L)
-    # Row r of a stacked tile is pair r % PAIRS_PAD, even channel in the first half.
-    stacked = tl.arange(0, 2 * PAIRS_PAD)
-    stacked_pair = stacked % PAIRS_PAD
-    stacked_parity = stacked // PAIRS_PAD
-    stacked_ok = stacked_pair < HALF
-    stacked_channel = 2 * stacked_pair + stacked_parity
+    stacked_rows, stacked_channel, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
     grad_out_offsets = _tile_offsets(stride_out_c, stacked_channel, BLOCK_L)
 
-    grad_qm_even = tl.load(grad_query_mean + bh * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    grad_qm_odd = tl.load(grad_query_mean + bh * HEAD_DIM + HALF + pairs, mask=pairs_ok,
-                          other=0.0)
+    grad_qm_even, grad_qm_odd = _load_halves(grad_query_mean + bh * HEAD_DIM, pairs, HEAD_DIM)
 
     state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
-    # S's saved rows are [even | odd] already; its columns are gathered the same way.
-    state_rows = stacked_parity * HALF + stacked_pair
-    state_stacked = tl.load(state_base + state_rows[:, None] * HEAD_DIM + stacked_channel[None, :],
-                            mask=stacked_ok[:, None] & stacked_ok[None, :], other=0.0)
-    state_scale = _power_of_two_scale(state_stacked)
-    state_stacked = _dot_operand(state_stacked / state_scale, qkv, DOT_MODE)
-    km_even = tl.load(state_base + HEAD_DIM * HEAD_DIM + pairs, mask=pairs_ok, other=0.0)
-    km_odd = tl.load(state_base + HEAD_DIM * HEAD_DIM + HALF + pairs, mask=pairs_ok, other=0.0)
+    # S's saved rows are stacked already; its columns are gathered the same way.
+    state_stacked, state_scale = _load_scaled_state(
+        state_base, stacked_rows, stacked_ok, stacked_channel, stacked_ok, qkv, HEAD_DIM,
+        DOT_MODE, False)
+    km_even, km_odd = _load_halves(state_base + HEAD_DIM * HEAD_DIM, pairs, HEAD_DIM)
 
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     for first in range(start, whole_stop, BLOCK_L):
