@@ -359,20 +359,35 @@ def test_launches_compile_lean_for_sm90_bf16():
     assert all(row.instructions_per_token > 0 for row in token_passes), token_passes
 
 
+# The one build of the static proof still open: (arch, dtype, head dim, aligned rows, kernel).
+# It spills one register (8 B), stored before the main loop and reloaded after it.
+OPEN_SPILL = ('sm_80', 'fp16', 96, False, '_rala_bwd_state_grad_kernel')
+
+
+def _build_key(row):
+    return row.arch, row.dtype, row.head_dim, row.aligned, row.kernel
+
+
 @pytest.mark.slow
 @_compiles
-@pytest.mark.parametrize('arch', [
-    'sm_90',
-    pytest.param('sm_80', marks=pytest.mark.xfail(
-        strict=True, reason='open: B1 spills on sm_80 at d = 96, 0.2 to 0.3 KB; see '
-        'docs/rala_kernel.md section 7')),
-])
+@pytest.mark.parametrize('arch', ['sm_90', 'sm_80'])
 def test_static_proof_every_dtype_head_dim(arch):
     """The static proof of the full tier, per architecture: bf16 and fp16, d = 64 and
     96, aligned and unaligned rows, every launch with the options the op launches it."""
     rows = _kernel_report().collect(archs=(arch,), alignments=(True, False))
     assert len({(r.dtype, r.head_dim, r.aligned) for r in rows}) == 8
-    _assert_lean(rows)
+    _assert_lean([row for row in rows if _build_key(row) != OPEN_SPILL])
+
+
+@pytest.mark.slow
+@_compiles
+@pytest.mark.xfail(strict=True, reason='open: B1 on sm_80 at d = 96, fp16, unaligned rows '
+                   'spills 8 B outside its loop; see docs/rala_kernel.md section 7')
+def test_static_proof_open_build():
+    arch, dtype, head_dim, aligned, kernel = OPEN_SPILL
+    rows = _kernel_report().collect(archs=(arch,), dtypes=(dtype,), head_dims=(head_dim,),
+                                    alignments=(aligned,))
+    _assert_lean([row for row in rows if row.kernel == kernel])
 
 
 @pytest.mark.slow

@@ -245,16 +245,17 @@ def _store_pair_rows(base, even_rows, odd_rows, tokens, mask, even, odd):
 
 @triton.jit
 def _load_pair_tiles(tile, pair_offsets, channel_stride, mask):
-    """_load_pair_rows for B3, addressed to spend fewer registers.
+    """_load_pair_rows for B1 and B3, addressed to spend fewer registers.
 
     ``tile`` points at the tile's first token in the head's first channel, and
     ``pair_offsets`` (_tile_offsets of the even channels) is loop-invariant. The odd
     channels are one channel stride further, so both tiles share these 32-bit offsets
     from one scalar pointer, where _load_pair_rows leaves a 64-bit pointer per row:
     builds for unaligned rows, one token per access, hold one for every row a thread
-    touches. That is how B3's 32-token tile first fitted in the registers. The other
-    passes keep _load_pair_rows: they fit either way, and issue one to seven more
-    instructions per token this way.
+    touches. That is how B3's 32-token tile first fitted in the registers, and (with
+    its tail's mask on z alone) how B1 fits on sm_80 at d = 96. The other passes keep
+    _load_pair_rows: they fit either way, and issue one to seven more instructions per
+    token this way (B1 five more with unaligned rows, none with aligned ones).
     """
     even = tl.load(tile + pair_offsets, mask=mask, other=0.0)
     odd = tl.load((tile + channel_stride) + pair_offsets, mask=mask, other=0.0)
@@ -396,7 +397,8 @@ def _state_block(base, rows, rows_ok, columns, columns_ok, HEAD_DIM: tl.constexp
     if TRANSPOSED:
         return (base + rows[None, :] * HEAD_DIM + columns[:, None],
                 rows_ok[None, :] & columns_ok[:, None])
-    return base + rows[:, None] * HEAD_DIM + columns[None, :], rows_ok[:, None] & columns_ok[None, :]
+    return (base + rows[:, None] * HEAD_DIM + columns[None, :],
+            rows_ok[:, None] & columns_ok[None, :])
 
 
 @triton.jit
@@ -736,8 +738,8 @@ def _rala_fwd_output_kernel(
 # ---------------------------------------------------------------------------------------
 
 @triton.jit
-def _state_grad_tile(q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
-                     first, stop, rope_table, height, width, like_ptr,
+def _state_grad_tile(q_base, g_base, pair_offsets, channel_stride, grad_offsets, pairs,
+                     pairs_ok, dims_ok, first, stop, rope_table, height, width, like_ptr,
                      state_t_stacked, state_scale, km_even, km_odd,
                      grad_state, grad_km_even, grad_km_odd,
                      DIM_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr,
@@ -745,10 +747,19 @@ def _state_grad_tile(q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pair
                      MASKED: tl.constexpr):
     tokens = _tile_tokens(first, BLOCK_L)
     tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
-    q0_even, q0_odd = _load_pair_rows(q_base, even_rows, odd_rows, tokens, mask)
-    q_even = tl.where(mask, _phi(q0_even), 0.0)
-    q_odd = tl.where(mask, _phi(q0_odd), 0.0)
-    inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
+    q0_even, q0_odd = _load_pair_tiles(q_base + first, pair_offsets, channel_stride, mask)
+    if MASKED:
+        # Every term of B1 carries z_i, so z_i = 0 alone drops the tail's masked tokens;
+        # zeroing Q too held more registers here than the loop does (sm_80 spilled at
+        # d = 96). The loop keeps the select: without it, it issues more instructions.
+        q_even = _phi(q0_even)
+        q_odd = _phi(q0_odd)
+        inv_denominator = tl.where(
+            tokens_ok, 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS), 0.0)
+    else:
+        q_even = tl.where(mask, _phi(q0_even), 0.0)
+        q_odd = tl.where(mask, _phi(q0_odd), 0.0)
+        inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
     rot_even = q_even * cos - q_odd * sin
     rot_odd = q_odd * cos + q_even * sin
@@ -756,7 +767,7 @@ def _state_grad_tile(q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pair
     numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
     numerator = _mma(state_t_stacked, _dot_operand(rot, like_ptr, DOT_MODE), numerator,
                      DOT_MODE, FP32_PRECISION)
-    grad = tl.load(g_base + grad_rows[:, None] + tokens[None, :],
+    grad = tl.load((g_base + first) + grad_offsets,
                    mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
     # dn = -z (G . O) = -z^2 (G . U), U = rope(Q) S = numerator * state_scale
     grad_denominator = -(inv_denominator * inv_denominator * state_scale
@@ -794,9 +805,8 @@ def _rala_bwd_state_grad_kernel(
     pairs_ok = pairs < HEAD_DIM // 2
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
-    even_rows = 2 * pairs * stride_qkv_c
-    odd_rows = (2 * pairs + 1) * stride_qkv_c
-    grad_rows = dims * stride_out_c
+    pair_offsets = _tile_offsets(stride_qkv_c, 2 * pairs, BLOCK_L)
+    grad_offsets = _tile_offsets(stride_out_c, dims, BLOCK_L)
 
     # S^T with its columns (S's saved rows) stacked, to meet stacked rope(Q) tiles.
     stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
@@ -811,25 +821,31 @@ def _rala_bwd_state_grad_kernel(
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     for first in range(start, whole_stop, BLOCK_L):
         grad_state, grad_km_even, grad_km_odd = _state_grad_tile(
-            q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
+            q_base, g_base, pair_offsets, stride_qkv_c, grad_offsets, pairs, pairs_ok, dims_ok,
             first, stop, rope_table, height, width, qkv,
             state_t_stacked, state_scale, km_even, km_odd,
             grad_state, grad_km_even, grad_km_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
+    # dkm is reduced over the tokens before the tail, whose own sum is added after it:
+    # the tail then holds no (pairs x tokens) accumulators beside its temporaries.
+    grad_km_even = tl.sum(grad_km_even, axis=1)
+    grad_km_odd = tl.sum(grad_km_odd, axis=1)
     if whole_stop < stop:
-        grad_state, grad_km_even, grad_km_odd = _state_grad_tile(
-            q_base, g_base, even_rows, odd_rows, grad_rows, pairs, pairs_ok, dims_ok,
+        tail_zero = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+        grad_state, tail_km_even, tail_km_odd = _state_grad_tile(
+            q_base, g_base, pair_offsets, stride_qkv_c, grad_offsets, pairs, pairs_ok, dims_ok,
             whole_stop, stop, rope_table, height, width, qkv,
             state_t_stacked, state_scale, km_even, km_odd,
-            grad_state, grad_km_even, grad_km_odd,
+            grad_state, tail_zero, tail_zero,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
+        grad_km_even += tl.sum(tail_km_even, axis=1)
+        grad_km_odd += tl.sum(tail_km_odd, axis=1)
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     out = grad_state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
     pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims_ok, HEAD_DIM, False)
     tl.store(pointers, grad_state, mask=mask)
-    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, tl.sum(grad_km_even, axis=1),
-                  tl.sum(grad_km_odd, axis=1), HEAD_DIM)
+    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, grad_km_even, grad_km_odd, HEAD_DIM)
 
 
 @triton.jit
