@@ -416,6 +416,19 @@ def _load_scaled_state(base, rows, rows_ok, columns, columns_ok, like_ptr,
 
 
 @triton.jit
+def _load_state_for_queries(state_base, pairs, dims, like_ptr, PAIRS_PAD: tl.constexpr,
+                            HEAD_DIM: tl.constexpr, DOT_MODE: tl.constexpr):
+    """S^T with its columns (S's saved rows) stacked, to meet stacked rope(Q) tiles, as
+    a scaled dot operand with its scale (F3, B1); and km as its two halves."""
+    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
+    state_t_stacked, state_scale = _load_scaled_state(
+        state_base, stacked_rows, stacked_ok, dims, dims < HEAD_DIM, like_ptr, HEAD_DIM,
+        DOT_MODE, True)
+    km_even, km_odd = _load_halves(state_base + HEAD_DIM * HEAD_DIM, pairs, HEAD_DIM)
+    return state_t_stacked, state_scale, km_even, km_odd
+
+
+@triton.jit
 def _sum_over_chunks(base, num_chunks, row_len, cols, cols_ok,
                      WIDTH: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
     """sum_c base[c, cols] over the chunk partials of one (image, head), in fixed order.
@@ -713,12 +726,9 @@ def _rala_fwd_output_kernel(
     out_rows = dims * stride_out_c
 
     # The state is loaded once per program and reused over the chunk's tiles.
-    # S^T with its columns (S's saved rows) stacked, to meet stacked rope(Q) tiles.
-    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
-    state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
-    state_t_stacked, state_scale = _load_scaled_state(
-        state_base, stacked_rows, stacked_ok, dims, dims_ok, qkv, HEAD_DIM, DOT_MODE, True)
-    km_even, km_odd = _load_halves(state_base + HEAD_DIM * HEAD_DIM, pairs, HEAD_DIM)
+    state_t_stacked, state_scale, km_even, km_odd = _load_state_for_queries(
+        state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM), pairs, dims, qkv, PAIRS_PAD, HEAD_DIM,
+        DOT_MODE)
 
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     for first in range(start, whole_stop, BLOCK_L):
@@ -808,12 +818,9 @@ def _rala_bwd_state_grad_kernel(
     pair_offsets = _tile_offsets(stride_qkv_c, 2 * pairs, BLOCK_L)
     grad_offsets = _tile_offsets(stride_out_c, dims, BLOCK_L)
 
-    # S^T with its columns (S's saved rows) stacked, to meet stacked rope(Q) tiles.
-    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
-    state_base = state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
-    state_t_stacked, state_scale = _load_scaled_state(
-        state_base, stacked_rows, stacked_ok, dims, dims_ok, qkv, HEAD_DIM, DOT_MODE, True)
-    km_even, km_odd = _load_halves(state_base + HEAD_DIM * HEAD_DIM, pairs, HEAD_DIM)
+    state_t_stacked, state_scale, km_even, km_odd = _load_state_for_queries(
+        state + bh * (HEAD_DIM * HEAD_DIM + HEAD_DIM), pairs, dims, qkv, PAIRS_PAD, HEAD_DIM,
+        DOT_MODE)
 
     grad_state = tl.zeros((2 * PAIRS_PAD, DIM_PAD), dtype=tl.float32)
     grad_km_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
@@ -843,6 +850,7 @@ def _rala_bwd_state_grad_kernel(
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     out = grad_state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
+    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
     pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims_ok, HEAD_DIM, False)
     tl.store(pointers, grad_state, mask=mask)
     _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, grad_km_even, grad_km_odd, HEAD_DIM)
@@ -956,7 +964,6 @@ def _rala_bwd_key_value_kernel(
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     state_base = state + bh * flat
     grad_state_base = grad_state + bh * flat
-    # dS and S with their rows stacked as saved, [even pairs; odd pairs].
     # dS with its rows stacked as saved, so that W_j = dS V_j is one dot with d rows.
     stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
     grad_pointers, stacked_mask = _state_block(grad_state_base, stacked_rows, stacked_ok, dims,
