@@ -359,15 +359,6 @@ def test_launches_compile_lean_for_sm90_bf16():
     assert all(row.instructions_per_token > 0 for row in token_passes), token_passes
 
 
-# The one build of the static proof still open: (arch, dtype, head dim, aligned rows, kernel).
-# It spills one register (8 B), stored before the main loop and reloaded after it.
-OPEN_SPILL = ('sm_80', 'fp16', 96, False, '_rala_bwd_state_grad_kernel')
-
-
-def _build_key(row):
-    return row.arch, row.dtype, row.head_dim, row.aligned, row.kernel
-
-
 @pytest.mark.slow
 @_compiles
 @pytest.mark.parametrize('arch', ['sm_90', 'sm_80'])
@@ -376,30 +367,20 @@ def test_static_proof_every_dtype_head_dim(arch):
     96, aligned and unaligned rows, every launch with the options the op launches it."""
     rows = _kernel_report().collect(archs=(arch,), alignments=(True, False))
     assert len({(r.dtype, r.head_dim, r.aligned) for r in rows}) == 8
-    _assert_lean([row for row in rows if _build_key(row) != OPEN_SPILL])
+    _assert_lean(rows)
 
 
 @pytest.mark.slow
 @_compiles
-@pytest.mark.xfail(strict=True, reason='open: B1 on sm_80 at d = 96, fp16, unaligned rows '
-                   'spills 8 B outside its loop; see docs/rala_kernel.md section 7')
-def test_static_proof_open_build():
-    arch, dtype, head_dim, aligned, kernel = OPEN_SPILL
-    rows = _kernel_report().collect(archs=(arch,), dtypes=(dtype,), head_dims=(head_dim,),
-                                    alignments=(aligned,))
-    _assert_lean([row for row in rows if row.kernel == kernel])
-
-
-@pytest.mark.slow
-@_compiles
-def test_fp32_kernels_compile_for_sm90():
-    """fp32 runs at d <= 64 within an H100's shared memory; above 64 the op refuses it
-    (its 3xTF32 operands would need about 280 KB) and the report skips it."""
+def test_fp32_kernels_compile_lean():
+    """fp32 runs at d <= 64, spill-free and within the shared memory of sm_90 and sm_80;
+    above 64 the op refuses it (its 3xTF32 operands would need about 280 KB) and the
+    report skips it."""
     report = _kernel_report()
-    rows = report.collect(archs=('sm_90',), dtypes=('fp32',), head_dims=(64, 96),
-                          alignments=(True,))
-    assert len(rows) == 8 and {r.head_dim for r in rows} == {64}
-    assert all(r.fits_shared_memory for r in rows), rows
+    rows = report.collect(archs=('sm_90', 'sm_80'), dtypes=('fp32',), head_dims=(64, 96),
+                          alignments=(True, False))
+    assert len(rows) == 32 and {r.head_dim for r in rows} == {64}
+    _assert_lean(rows)
     qkv = torch.empty(2, 3 * 96, 16, 24, device='meta')
     with pytest.raises(ValueError, match='fp32 at head dim 96'):
         report.gpu_build()._Geometry(qkv, 1)

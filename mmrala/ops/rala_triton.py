@@ -27,7 +27,10 @@ tiles stacked in that same order (_stack, _unstack), so that each dot has d rows
 contraction over d channels: with half as many rows, four warps repeat each other's work.
 
 Memory access. Chunks are whole tiles and every pass runs its whole tiles unmasked
-and at most one masked tail tile. When every token row starts on a 16-byte boundary
+and at most one masked tail tile. The tail runs first: what it alone needs (its mask,
+its token offsets) then dies before the loop instead of being held across it, which
+cost the loops registers and, near the limit, spills. When every token row starts on a
+16-byte boundary
 (ALIGN, see _vector_width) the kernels are told so, and half-precision tokens move as
 16-byte vectors in the body and the tail alike.
 
@@ -120,9 +123,11 @@ _SHAPE_ARGS = ['num_tokens', 'height', 'width', 'chunk_tokens', 'num_chunks',
 # issued 1.2 to 1.4 times the instructions per token of today's at the same options.
 # B3's 32-token tile spilled then; it fits since B3 addresses its tiles by offsets
 # (_load_pair_tiles).
-# 'fp32' at d <= 64: the options that passed the H100 tests (its B2 and B3 spill; the
-# static tests hold only half precision to no spills).
-# 'half' above 64 has not run on a GPU yet.
+# 'fp32' at d <= 64: the options that passed the H100 tests (none spills since the
+# passes run their tail tile first).
+# 'half' above 64 has not run on a GPU yet: per pass, options that compile without
+# spills for sm_90 and sm_80 (F1 moved from 64 tokens / 4 warps to 128 / 8, the same
+# tokens per warp, when the first spilled 136 B on sm_80 with unaligned bf16 rows).
 # fp32 above 64 has no entry: the 3xTF32 operands of B2 and B3 would need about 280 KB of
 # shared memory, more than any GPU has. The op refuses it; the interpreter still runs it
 # to test the algebra.
@@ -132,7 +137,7 @@ PASS_TILING = {
         'B1': (16, 4, 2), 'B2': (16, 4, 2), 'B3': (32, 4, 2),
     },
     ('half', 128): {
-        'F1': (64, 4, 2), 'F2': (16, 8, 2), 'F3': (16, 8, 2),
+        'F1': (128, 8, 2), 'F2': (16, 8, 2), 'F3': (16, 8, 2),
         'B1': (16, 8, 2), 'B2': (8, 8, 2), 'B3': (8, 8, 2),
     },
     ('fp32', 64): {
@@ -200,7 +205,8 @@ def _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L: tl.constexpr, ALIGN:
     """(start, end of the whole tiles, stop) of a chunk's tokens.
 
     Chunks are whole tiles, so every tile starts at a multiple of BLOCK_L; the tokens from
-    the last whole tile to ``stop`` form at most one masked tail tile. When aligned,
+    the last whole tile to ``stop`` form at most one masked tail tile, which the passes
+    run before their loop over the whole tiles (see the module docstring). When aligned,
     L is a multiple of ALIGN and so is ``stop``: the tail's mask then holds its value over
     every group of ALIGN tokens and its accesses stay as wide as the body's.
     """
@@ -511,12 +517,12 @@ def _rala_fwd_query_sum_kernel(
     acc_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     acc_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
-    for first in range(start, whole_stop, BLOCK_L):
-        acc_even, acc_odd = _query_sum_tile(q_base, even_rows, odd_rows, pairs_ok, first, stop,
-                                            acc_even, acc_odd, BLOCK_L, False)
     if whole_stop < stop:
         acc_even, acc_odd = _query_sum_tile(q_base, even_rows, odd_rows, pairs_ok, whole_stop,
                                             stop, acc_even, acc_odd, BLOCK_L, True)
+    for first in range(start, whole_stop, BLOCK_L):
+        acc_even, acc_odd = _query_sum_tile(q_base, even_rows, odd_rows, pairs_ok, first, stop,
+                                            acc_even, acc_odd, BLOCK_L, False)
 
     sums = query_sums + bh * num_chunks * HEAD_DIM
     _store_halves(sums + chunk * HEAD_DIM, pairs, tl.sum(acc_even, axis=1),
@@ -599,18 +605,18 @@ def _rala_fwd_state_kernel(
     km_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     km_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
-    for first in range(start, whole_stop, BLOCK_L):
-        running_max, lane_sums, state, km_even, km_odd = _state_tile(
-            k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
-            first, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
-            running_max, lane_sums, state, km_even, km_odd,
-            HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
     if whole_stop < stop:
         running_max, lane_sums, state, km_even, km_odd = _state_tile(
             k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
             whole_stop, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
             running_max, lane_sums, state, km_even, km_odd,
             HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
+    for first in range(start, whole_stop, BLOCK_L):
+        running_max, lane_sums, state, km_even, km_odd = _state_tile(
+            k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
+            first, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
+            running_max, lane_sums, state, km_even, km_odd,
+            HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     out = state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
@@ -731,16 +737,16 @@ def _rala_fwd_output_kernel(
         DOT_MODE)
 
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
-    for first in range(start, whole_stop, BLOCK_L):
-        _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
-                     first, stop, rope_table, height, width, qkv,
-                     state_t_stacked, state_scale, km_even, km_odd,
-                     DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
     if whole_stop < stop:
         _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
                      whole_stop, stop, rope_table, height, width, qkv,
                      state_t_stacked, state_scale, km_even, km_odd,
                      DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
+    for first in range(start, whole_stop, BLOCK_L):
+        _output_tile(q_base, o_base, even_rows, odd_rows, out_rows, pairs, pairs_ok, dims_ok,
+                     first, stop, rope_table, height, width, qkv,
+                     state_t_stacked, state_scale, km_even, km_odd,
+                     DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -758,18 +764,9 @@ def _state_grad_tile(q_base, g_base, pair_offsets, channel_stride, grad_offsets,
     tokens = _tile_tokens(first, BLOCK_L)
     tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
     q0_even, q0_odd = _load_pair_tiles(q_base + first, pair_offsets, channel_stride, mask)
-    if MASKED:
-        # Every term of B1 carries z_i, so z_i = 0 alone drops the tail's masked tokens;
-        # zeroing Q too held more registers here than the loop does (sm_80 spilled at
-        # d = 96). The loop keeps the select: without it, it issues more instructions.
-        q_even = _phi(q0_even)
-        q_odd = _phi(q0_odd)
-        inv_denominator = tl.where(
-            tokens_ok, 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS), 0.0)
-    else:
-        q_even = tl.where(mask, _phi(q0_even), 0.0)
-        q_odd = tl.where(mask, _phi(q0_odd), 0.0)
-        inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
+    q_even = tl.where(mask, _phi(q0_even), 0.0)
+    q_odd = tl.where(mask, _phi(q0_odd), 0.0)
+    inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
     rot_even = q_even * cos - q_odd * sin
     rot_odd = q_odd * cos + q_even * sin
@@ -826,6 +823,13 @@ def _rala_bwd_state_grad_kernel(
     grad_km_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     grad_km_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
+    if whole_stop < stop:
+        grad_state, grad_km_even, grad_km_odd = _state_grad_tile(
+            q_base, g_base, pair_offsets, stride_qkv_c, grad_offsets, pairs, pairs_ok, dims_ok,
+            whole_stop, stop, rope_table, height, width, qkv,
+            state_t_stacked, state_scale, km_even, km_odd,
+            grad_state, grad_km_even, grad_km_odd,
+            DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
     for first in range(start, whole_stop, BLOCK_L):
         grad_state, grad_km_even, grad_km_odd = _state_grad_tile(
             q_base, g_base, pair_offsets, stride_qkv_c, grad_offsets, pairs, pairs_ok, dims_ok,
@@ -833,27 +837,14 @@ def _rala_bwd_state_grad_kernel(
             state_t_stacked, state_scale, km_even, km_odd,
             grad_state, grad_km_even, grad_km_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
-    # dkm is reduced over the tokens before the tail, whose own sum is added after it:
-    # the tail then holds no (pairs x tokens) accumulators beside its temporaries.
-    grad_km_even = tl.sum(grad_km_even, axis=1)
-    grad_km_odd = tl.sum(grad_km_odd, axis=1)
-    if whole_stop < stop:
-        tail_zero = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
-        grad_state, tail_km_even, tail_km_odd = _state_grad_tile(
-            q_base, g_base, pair_offsets, stride_qkv_c, grad_offsets, pairs, pairs_ok, dims_ok,
-            whole_stop, stop, rope_table, height, width, qkv,
-            state_t_stacked, state_scale, km_even, km_odd,
-            grad_state, tail_zero, tail_zero,
-            DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
-        grad_km_even += tl.sum(tail_km_even, axis=1)
-        grad_km_odd += tl.sum(tail_km_odd, axis=1)
 
     flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
     out = grad_state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
     stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
     pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims_ok, HEAD_DIM, False)
     tl.store(pointers, grad_state, mask=mask)
-    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, grad_km_even, grad_km_odd, HEAD_DIM)
+    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, tl.sum(grad_km_even, axis=1),
+                  tl.sum(grad_km_odd, axis=1), HEAD_DIM)
 
 
 @triton.jit
@@ -987,14 +978,6 @@ def _rala_bwd_key_value_kernel(
     grad_qm_even = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
     grad_qm_odd = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
-    for first in range(start, whole_stop, BLOCK_L):
-        grad_qm_even, grad_qm_odd = _key_value_tile(
-            k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
-            grad_even_rows, grad_odd_rows, grad_value_rows, pairs, pairs_ok, dims_ok,
-            first, stop, rope_table, height, width, scale, qkv,
-            qm_even, qm_odd, lse, delta, grad_stacked, grad_scale,
-            grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
-            DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
     if whole_stop < stop:
         grad_qm_even, grad_qm_odd = _key_value_tile(
             k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
@@ -1003,6 +986,14 @@ def _rala_bwd_key_value_kernel(
             qm_even, qm_odd, lse, delta, grad_stacked, grad_scale,
             grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
+    for first in range(start, whole_stop, BLOCK_L):
+        grad_qm_even, grad_qm_odd = _key_value_tile(
+            k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value_rows,
+            grad_even_rows, grad_odd_rows, grad_value_rows, pairs, pairs_ok, dims_ok,
+            first, stop, rope_table, height, width, scale, qkv,
+            qm_even, qm_odd, lse, delta, grad_stacked, grad_scale,
+            grad_km_even, grad_km_odd, grad_qm_even, grad_qm_odd,
+            DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
 
     partials = grad_query_mean_partials + bh * num_chunks * HEAD_DIM
     _store_halves(partials + chunk * HEAD_DIM, pairs, scale * grad_qm_even,
@@ -1095,13 +1086,6 @@ def _rala_bwd_query_kernel(
     km_even, km_odd = _load_halves(state_base + HEAD_DIM * HEAD_DIM, pairs, HEAD_DIM)
 
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
-    for first in range(start, whole_stop, BLOCK_L):
-        _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_offsets,
-                    grad_pair_offsets, stride_grad_c, pairs, pairs_ok, stacked_ok, first,
-                    stop, rope_table, height, width, qkv,
-                    state_stacked, state_scale, km_even, km_odd, grad_qm_even, grad_qm_odd,
-                    HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
-                    False)
     if whole_stop < stop:
         _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_offsets,
                     grad_pair_offsets, stride_grad_c, pairs, pairs_ok, stacked_ok, whole_stop,
@@ -1109,6 +1093,13 @@ def _rala_bwd_query_kernel(
                     state_stacked, state_scale, km_even, km_odd, grad_qm_even, grad_qm_odd,
                     HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
                     True)
+    for first in range(start, whole_stop, BLOCK_L):
+        _query_tile(q_base, g_base, dq_base, pair_offsets, stride_qkv_c, grad_out_offsets,
+                    grad_pair_offsets, stride_grad_c, pairs, pairs_ok, stacked_ok, first,
+                    stop, rope_table, height, width, qkv,
+                    state_stacked, state_scale, km_even, km_odd, grad_qm_even, grad_qm_odd,
+                    HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION,
+                    False)
 
 
 # ---------------------------------------------------------------------------------------
