@@ -258,10 +258,10 @@ def _load_pair_tiles(tile, pair_offsets, channel_stride, mask):
     channels are one channel stride further, so both tiles share these 32-bit offsets
     from one scalar pointer, where _load_pair_rows leaves a 64-bit pointer per row:
     builds for unaligned rows, one token per access, hold one for every row a thread
-    touches. That is how B3's 32-token tile first fitted in the registers, and (with
-    its tail's mask on z alone) how B1 fits on sm_80 at d = 96. The other passes keep
-    _load_pair_rows: they fit either way, and issue one to seven more instructions per
-    token this way (B1 five more with unaligned rows, none with aligned ones).
+    touches. That is how B3's 32-token tile first fitted in the registers, and part of
+    how B1 came to fit on sm_80 at d = 96. The other passes keep _load_pair_rows: they
+    fit either way, and issued one to seven more instructions per token this way when
+    tried (B1 five more with unaligned rows, none with aligned ones).
     """
     even = tl.load(tile + pair_offsets, mask=mask, other=0.0)
     odd = tl.load((tile + channel_stride) + pair_offsets, mask=mask, other=0.0)
@@ -900,10 +900,8 @@ def _key_value_tile(k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value
              (grad_values * (grad_scale * attn_scale)[None, :]).to(dv_base.dtype.element_ty),
              mask=token_dims_mask)
 
-    # B2 is the pass nearest the register limit: its dqm sums are reduced per tile (over
-    # the tokens of a warp, no shared memory) rather than carried (pairs x tokens) wide.
-    grad_qm_even += tl.sum(k_even * grad_logits[None, :], axis=1)
-    grad_qm_odd += tl.sum(k_odd * grad_logits[None, :], axis=1)
+    grad_qm_even += k_even * grad_logits[None, :]
+    grad_qm_odd += k_odd * grad_logits[None, :]
     return grad_qm_even, grad_qm_odd
 
 
@@ -975,8 +973,8 @@ def _rala_bwd_key_value_kernel(
     qm_even, qm_odd = _load_halves(query_mean + bh * HEAD_DIM, pairs, HEAD_DIM)
     lse = tl.load(log_sum_exp + bh)
 
-    grad_qm_even = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
-    grad_qm_odd = tl.zeros((PAIRS_PAD,), dtype=tl.float32)
+    grad_qm_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+    grad_qm_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     if whole_stop < stop:
         grad_qm_even, grad_qm_odd = _key_value_tile(
@@ -996,8 +994,8 @@ def _rala_bwd_key_value_kernel(
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
 
     partials = grad_query_mean_partials + bh * num_chunks * HEAD_DIM
-    _store_halves(partials + chunk * HEAD_DIM, pairs, scale * grad_qm_even,
-                  scale * grad_qm_odd, HEAD_DIM)
+    _store_halves(partials + chunk * HEAD_DIM, pairs, scale * tl.sum(grad_qm_even, axis=1),
+                  scale * tl.sum(grad_qm_odd, axis=1), HEAD_DIM)
     _sum_in_last_program(partials, tickets + bh, num_chunks, grad_query_mean + bh * HEAD_DIM,
                          num_tokens.to(tl.float32), HEAD_DIM, PAIRS_PAD, CHUNK_BLOCK)
 
