@@ -226,6 +226,24 @@ def test_benchmark_quick_on_cpu():
     assert row[-2].endswith('/ 1') and row[-1].endswith('/ 0')
 
 
+def test_benchmark_sweep_on_cpu():
+    """--sweep replays a pass at other launch options and checks each against the
+    pinned one. The interpreter takes BLOCK_L from the option (not warps or stages), so
+    a smaller tile sums B2's dqm in another order: a small change, not none."""
+    tables = _benchmark('--sweep', 'B2', '--options', '16,4,1', '256,4,1')
+    sweep = _table(tables, 'Sweep of B2')
+    assert sweep[0] == ['option', 'ms', 'x pinned', 'regs', 'spills', 'change', 'status']
+    rows = {row[0]: row for row in sweep[1:]}
+    pinned = next(option for option in rows if option.endswith('(pinned)'))
+    assert list(rows) == [pinned, '16,4,1', '256,4,1']
+    assert rows[pinned][2:] == ['1.00', '-', '-', '0.0e+00', 'ok']
+    assert rows['16,4,1'][-1] == 'ok' and 0 < float(rows['16,4,1'][-2]) < 2e-5
+    assert rows['256,4,1'][-1].endswith('not whole tiles')
+
+    (summary,) = _table(tables, 'Sweep summary')[1:]
+    assert summary[0] == 'B2' and summary[1] == pinned.split()[0]
+
+
 def test_benchmark_scaling_on_cpu(tmp_path):
     csv_path, png_path = tmp_path / 'scaling.csv', tmp_path / 'scaling.png'
     # Batch 2 at 48 px: stage 4 is 2 x 2 tokens; at 32 px the CPU convolutions' workspace

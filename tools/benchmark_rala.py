@@ -28,6 +28,11 @@ Default mode, per workload (batch, heads, head dim, H, W):
    composition against the fused node: the bytes autograd keeps for the backward
    (saved_tensors_hooks) and the full-size (B, 4C, H, W) tensors the backward creates.
 
+``--sweep [PASS ...]`` times each token pass alone (on the first workload) at other launch
+options (``--options BLOCK_L,W,S ...``; by default 24 of them), each checked against the
+pinned option's outputs, with its registers and spills where the device reports them:
+the measurements PASS_TILING's pins come from.
+
 ``--scaling`` times a RAVLT-S (or ``--arch``) backbone forward + backward at growing
 input sizes, with the released attention types and with RALA in every stage, each on
 the fused and on the reference op, and writes the cost against pixels as CSV and PNG.
@@ -69,6 +74,7 @@ GPU_WORKLOADS = [(2, 1, 64, 200, 336), (2, 2, 64, 100, 168), (2, 1, 96, 200, 336
                  (2, 2, 96, 100, 168), (128, 1, 64, 56, 56)]
 CPU_WORKLOADS = [(1, 1, 32, 7, 9), (2, 1, 64, 13, 21)]
 VARIANTS = ('fused', 'reference', 'authors', 'authors-compiled', 'fla')
+PASSES = ('F1', 'F2', 'F3', 'B1', 'B2', 'B3')
 
 BACKBONE_ATTN_TYPES = {'released': ('rala', 'rala', 'softmax', 'softmax'),
                        'all-rala': ('rala',) * 4}
@@ -455,11 +461,10 @@ def recording_launches(kernels, launches: list):
             setattr(kernels, name, kernel)
 
 
-def time_passes(workload, dtype, bench: Bench, bandwidth):
-    """Times every launch of one fused forward and backward alone; prints the table and
-    returns the byte model's (forward, backward) bytes."""
+def record_op_launches(workload, dtype, bench: Bench):
+    """(kernels module, qkv, geometry, forward launches, backward launches) of one fused
+    forward and backward on the workload, each launch as recording_launches keeps it."""
     from mmrala.ops import load_kernels
-    from mmrala.ops.kernel_report import pass_bytes
 
     kernels = load_kernels('benchmark_rala')
     qkvo, _, _, grad = layer_inputs(workload, dtype, bench.device)
@@ -471,6 +476,15 @@ def time_passes(workload, dtype, bench: Bench, bandwidth):
             _, query_mean, log_sum_exp, state = kernels._rala_forward(qkv, geo)
         with recording_launches(kernels, backward):
             kernels._rala_backward(qkv, grad, query_mean, log_sum_exp, state, geo)
+    return kernels, qkv, geo, forward, backward
+
+
+def time_passes(workload, dtype, bench: Bench, bandwidth):
+    """Times every launch of one fused forward and backward alone; prints the table and
+    returns the byte model's (forward, backward) bytes."""
+    from mmrala.ops.kernel_report import pass_bytes
+
+    kernels, qkv, geo, forward, backward = record_op_launches(workload, dtype, bench)
     model = pass_bytes(geo, qkv.element_size())
     if len(model) != len(forward) + len(backward):
         raise RuntimeError(f'the byte model has {len(model)} passes, the op launched '
@@ -508,6 +522,106 @@ def time_passes(workload, dtype, bench: Bench, bandwidth):
 
 def dtype_name(dtype) -> str:
     return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# --sweep: each token pass at other launch options
+# ---------------------------------------------------------------------------------------
+
+# (BLOCK_L, num_warps, num_stages) that --sweep tries per pass unless --options names others.
+SWEEP_OPTIONS = tuple((block, warps, stages) for block in (16, 32, 64, 128)
+                      for warps in (2, 4, 8) for stages in (1, 2))
+
+
+def parse_option(text: str):
+    """'32,4,2' -> (32, 4, 2): BLOCK_L, num_warps, num_stages."""
+    try:
+        block, warps, stages = (int(part) for part in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'a launch option is BLOCK_L,num_warps,num_stages such as 32,4,2; got {text!r}'
+        ) from None
+    return block, warps, stages
+
+
+def relative_change(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """rel_rms, and 0 where both are all zeros."""
+    if not expected.any():
+        return 0.0 if not actual.any() else math.inf
+    return rel_rms(actual, expected)
+
+
+def sweep_pass(kernels, launch, geo, option, expected, dtype, bench: Bench):
+    """(ms, regs, spills, change, status) of one recorded launch replayed at ``option``.
+
+    ``expected`` holds the launch's floating-point tensor arguments after a replay at
+    its pinned option; ``change`` is the largest relative change of any of them, i.e.
+    of the pass's outputs, whose sums run in another order at another option.
+    """
+    name, kernel, grid, args, kwargs = launch
+    block, warps, stages = option
+    if geo.chunk_tokens % block:
+        return None, None, None, None, f'chunks of {geo.chunk_tokens} tokens are not whole tiles'
+    options = {**kwargs, 'BLOCK_L': block, 'num_warps': warps, 'num_stages': stages}
+    try:
+        compiled = kernel[grid](*args, **options)
+    except Exception as err:  # a compile error or a shared-memory overflow: not a candidate
+        reason = str(err).strip().splitlines()[-1][:80] if str(err).strip() else ''
+        return None, None, None, None, f'does not build: {type(err).__name__} {reason}'
+    outputs = [arg for arg in args if isinstance(arg, torch.Tensor) and arg.is_floating_point()]
+    change = max(relative_change(out, ref) for out, ref in zip(outputs, expected))
+    if change > TOLERANCE[dtype]:
+        return None, None, None, change, 'WRONG'
+    ms = bench.time_ms(functools.partial(kernel[grid], *args, **options))
+    # A compiled kernel knows its registers and spills; the interpreter has none.
+    return (ms, getattr(compiled, 'n_regs', None), getattr(compiled, 'n_spills', None), change,
+            'ok')
+
+
+def sweep_launch_options(workload, dtype, bench: Bench, passes, options):
+    """Times each token pass of ``passes`` alone at each launch option, against its
+    pinned option (PASS_TILING), each option's outputs checked against the pinned
+    one's; prints one table per pass and a summary."""
+    from mmrala.ops.kernel_report import PASS_NAMES
+
+    kernels, qkv, geo, forward, backward = record_op_launches(workload, dtype, bench)
+    launches = {PASS_NAMES[launch[0]]: launch for launch in forward + backward
+                if launch[0] in PASS_NAMES}
+    summary = []
+    for pass_name in passes:
+        launch = launches[pass_name]
+        kernel_name, kernel, grid, args, kwargs = launch
+        pinned = (kwargs['BLOCK_L'], kwargs['num_warps'], kwargs['num_stages'])
+        with kernels._launch_device(qkv):
+            # Replayed first, so that every output holds the pinned option's result.
+            kernel[grid](*args, **kwargs)
+            expected = [arg.clone() for arg in args
+                        if isinstance(arg, torch.Tensor) and arg.is_floating_point()]
+            results = {}
+            for option in dict.fromkeys((pinned, *options)):
+                progress(f'sweep {pass_name} {option}')
+                results[option] = sweep_pass(kernels, launch, geo, option, expected, dtype,
+                                             bench)
+        pinned_ms = results[pinned][0]
+        rows = [(','.join(map(str, option)) + (' (pinned)' if option == pinned else ''),
+                 fmt(ms, '.4f'), fmt(ms / pinned_ms if ms and pinned_ms else None, '.2f'),
+                 fmt(regs, 'd'), fmt(spills, 'd'), fmt(change, '.1e'), status)
+                for option, (ms, regs, spills, change, status) in results.items()]
+        print_table(f'Sweep of {pass_name} ({kernel_name}), {describe(workload)} '
+                    f'{dtype_name(dtype)}: each launch option alone; change = largest '
+                    'relative change of its outputs against the pinned option\'s',
+                    ('option', 'ms', 'x pinned', 'regs', 'spills', 'change', 'status'), rows)
+        timed = {option: result for option, result in results.items() if result[0] is not None}
+        spill_free = {option: result for option, result in timed.items() if not result[2]}
+        fastest = min(spill_free, key=lambda option: spill_free[option][0], default=None)
+        summary.append((pass_name, ','.join(map(str, pinned)), fmt(pinned_ms, '.4f'),
+                        ','.join(map(str, fastest)) if fastest else '-',
+                        fmt(spill_free[fastest][0] if fastest else None, '.4f')))
+    print_table(f'Sweep summary, {describe(workload)} {dtype_name(dtype)}: the fastest '
+                'option without spills on this device, against the pinned one (the static '
+                'proof, tools/rala_kernel_report.py, also asks sm_80 and sm_90 of it)',
+                ('pass', 'pinned', 'ms', 'fastest spill-free', 'ms'), summary)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------
@@ -680,6 +794,14 @@ def parse_args(argv=None):
                         help='the first workload only, and fewer repetitions')
     parser.add_argument('--skip', nargs='*', default=[], choices=VARIANTS, metavar='VARIANT',
                         help=f'core variants to leave out, of {", ".join(VARIANTS)}')
+    parser.add_argument('--sweep', nargs='*', choices=PASSES, metavar='PASS',
+                        help='time the token passes named (default all six, of '
+                             f'{", ".join(PASSES)}) alone at each launch option of --options '
+                             'against the pinned one, on the first workload')
+    parser.add_argument('--options', nargs='*', type=parse_option, metavar='BLOCK_L,W,S',
+                        help='--sweep: launch options, BLOCK_L,num_warps,num_stages (default '
+                             f'{len(SWEEP_OPTIONS)}: BLOCK_L 16 to 128, 2 to 8 warps, 1 or 2 '
+                             'stages)')
     parser.add_argument('--scaling', action='store_true',
                         help='time a RAVLT-S backbone forward + backward against input size')
     parser.add_argument('--sizes', nargs='*', type=int,
@@ -719,9 +841,13 @@ def main(argv=None):
         return
 
     workloads = GPU_WORKLOADS if on_gpu else CPU_WORKLOADS
-    workloads = workloads[:1] if args.quick else workloads
+    workloads = workloads[:1] if args.quick or args.sweep is not None else workloads
     if not check_correctness(workloads, dtype, bench.device):
         sys.exit('the fused op is off the float64 reference: no timings taken.')
+    if args.sweep is not None:
+        sweep_launch_options(workloads[0], dtype, bench, args.sweep or PASSES,
+                             args.options or SWEEP_OPTIONS)
+        return
     bandwidth = bench.copy_bandwidth()
     print(f'copy bandwidth: {bandwidth / 1e9:.1f} GB/s')
     bound_bytes = {workload: time_passes(workload, dtype, bench, bandwidth)

@@ -477,8 +477,8 @@ def _sum_in_last_program(partials, ticket, num_chunks, out, divisor,
 
 
 # ---------------------------------------------------------------------------------------
-# Forward. Each pass is a prologue, a loop of unmasked whole tiles, one masked tail tile
-# (the same tile function, MASKED=True) and an epilogue. Tile functions return what
+# Forward. Each pass is a prologue, at most one masked tail tile (the tile function with
+# MASKED=True), a loop of unmasked whole tiles and an epilogue. Tile functions return what
 # they accumulate; sums over tokens stay (rows x tokens) wide inside the loop and are
 # reduced once in the epilogue.
 # ---------------------------------------------------------------------------------------
