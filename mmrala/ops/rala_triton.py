@@ -435,6 +435,21 @@ def _load_state_for_queries(state_base, pairs, dims, like_ptr, PAIRS_PAD: tl.con
 
 
 @triton.jit
+def _store_state_partial(partials, index, state, vector_even, vector_odd, pairs, dims,
+                         PAIRS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Partial ``index`` (bh * num_chunks + chunk) of a (d x d) state and its (d,) vector
+    (F2's S and km, B1's dS and dkm) in the saved layout: the stacked state's rows as
+    saved, then the vector's (pairs x tokens) sums reduced over the tokens, [even | odd]."""
+    out = partials + index.to(tl.int64) * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
+    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
+    pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims < HEAD_DIM,
+                                  HEAD_DIM, False)
+    tl.store(pointers, state, mask=mask)
+    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, tl.sum(vector_even, axis=1),
+                  tl.sum(vector_odd, axis=1), HEAD_DIM)
+
+
+@triton.jit
 def _sum_over_chunks(base, num_chunks, row_len, cols, cols_ok,
                      WIDTH: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
     """sum_c base[c, cols] over the chunk partials of one (image, head), in fixed order.
@@ -618,13 +633,8 @@ def _rala_fwd_state_kernel(
             running_max, lane_sums, state, km_even, km_odd,
             HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
 
-    flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
-    out = state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
-    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
-    pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims_ok, HEAD_DIM, False)
-    tl.store(pointers, state, mask=mask)
-    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, tl.sum(km_even, axis=1),
-                  tl.sum(km_odd, axis=1), HEAD_DIM)
+    _store_state_partial(state_partials, bh * num_chunks + chunk, state, km_even, km_odd,
+                         pairs, dims, PAIRS_PAD, HEAD_DIM)
     stats = softmax_partials + (bh * num_chunks + chunk) * 2
     tl.store(stats, running_max)
     tl.store(stats + 1, tl.sum(lane_sums, axis=0))
@@ -838,13 +848,8 @@ def _rala_bwd_state_grad_kernel(
             grad_state, grad_km_even, grad_km_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
 
-    flat = HEAD_DIM * HEAD_DIM + HEAD_DIM
-    out = grad_state_partials + (bh * num_chunks + chunk).to(tl.int64) * flat
-    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
-    pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims_ok, HEAD_DIM, False)
-    tl.store(pointers, grad_state, mask=mask)
-    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, tl.sum(grad_km_even, axis=1),
-                  tl.sum(grad_km_odd, axis=1), HEAD_DIM)
+    _store_state_partial(grad_state_partials, bh * num_chunks + chunk, grad_state,
+                         grad_km_even, grad_km_odd, pairs, dims, PAIRS_PAD, HEAD_DIM)
 
 
 @triton.jit
