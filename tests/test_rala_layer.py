@@ -25,9 +25,9 @@ from triton_interpreter import interpreted, run_interpreted_tests  # noqa: E402,
 
 # The measuring tools the benchmark prints with: saved_tensors_hooks, a dispatch-mode
 # recorder of the tensors ops create, and the float64 comparison.
-_benchmark = load_tool('benchmark_rala')
+benchmark_tool = load_tool('benchmark_rala')
 (TOLERANCE, AllocationRecorder, gradients, layer_inputs, layer_memory, rel_rms,
- saved_tensor_bytes) = (getattr(_benchmark, name) for name in (
+ saved_tensor_bytes) = (getattr(benchmark_tool, name) for name in (
     'TOLERANCE', 'AllocationRecorder', 'gradients', 'layer_inputs', 'layer_memory', 'rel_rms',
     'saved_tensor_bytes'))
 
@@ -230,18 +230,46 @@ def test_benchmark_sweep_on_cpu():
     """--sweep replays a pass at other launch options and checks each against the
     pinned one. The interpreter takes BLOCK_L from the option (not warps or stages), so
     a smaller tile sums B2's dqm in another order: a small change, not none."""
-    tables = _benchmark('--sweep', 'B2', '--options', '16,4,1', '256,4,1')
+    tables = _benchmark('--sweep', 'B2', '--options', '16,4,1', '16,4,1,128', '256,4,1')
     sweep = _table(tables, 'Sweep of B2')
-    assert sweep[0] == ['option', 'ms', 'x pinned', 'regs', 'spills', 'change', 'status']
+    assert sweep[0] == ['option', 'ms', 'x pinned', 'regs', 'spills', 'programs / SM',
+                        'change', 'status']
     rows = {row[0]: row for row in sweep[1:]}
     pinned = next(option for option in rows if option.endswith('(pinned)'))
-    assert list(rows) == [pinned, '16,4,1', '256,4,1']
-    assert rows[pinned][2:] == ['1.00', '-', '-', '0.0e+00', 'ok']
+    assert list(rows) == [pinned, '16,4,1', '16,4,1,128', '256,4,1']
+    assert rows[pinned][2:] == ['1.00', '-', '-', '-', '0.0e+00', 'ok']
     assert rows['16,4,1'][-1] == 'ok' and 0 < float(rows['16,4,1'][-2]) < 2e-5
+    # The interpreter has no registers to cap: the same sums in the same order.
+    assert rows['16,4,1,128'][-2:] == rows['16,4,1'][-2:]
     assert rows['256,4,1'][-1].endswith('not whole tiles')
 
     (summary,) = _table(tables, 'Sweep summary')[1:]
     assert summary[0] == 'B2' and summary[1] == pinned.split()[0]
+
+
+def test_sweep_options_and_target_chunks():
+    """A --sweep option is BLOCK_L,W,S with an optional register cap; --target-chunks
+    rechunks every later call: 384 tokens are three chunks of 128 by default, two of 256
+    when the chunking aims at one program per (image, head)."""
+    from mmrala.ops import load_kernels
+
+    assert benchmark_tool.parse_option('32,4,2') == (32, 4, 2)
+    assert benchmark_tool.launch_options((32, 4, 2, 168)) == dict(
+        BLOCK_L=32, num_warps=4, num_stages=2, maxnreg=168)
+    for text in ('32,4', '32,4,2,168,1', '32,four,2'):
+        with pytest.raises(benchmark_tool.argparse.ArgumentTypeError, match='BLOCK_L'):
+            benchmark_tool.parse_option(text)
+
+    kernels = load_kernels('test')
+    qkv = torch.empty(2, 192, 16, 24, device='meta')
+    default = kernels.TARGET_CHUNKS
+    assert kernels.geometry_of(qkv, 1).chunk_tokens == 128
+    try:
+        benchmark_tool.set_target_chunks(1)
+        assert kernels.geometry_of(qkv, 1).chunk_tokens == 256
+    finally:
+        benchmark_tool.set_target_chunks(default)
+    assert kernels.geometry_of(qkv, 1).chunk_tokens == 128
 
 
 def test_benchmark_scaling_on_cpu(tmp_path):

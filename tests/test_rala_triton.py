@@ -176,6 +176,17 @@ def test_repeated_runs_are_bitwise_identical():
 
 
 @interpreted
+def test_tickets_are_left_at_zero(kernels):
+    """The last program of F1 and of B2 sets its ticket back to zero, so the op keeps one
+    set of tickets per stream and never fills them: all are zero after every forward and
+    backward, and the next call is right whatever its chunk count (5, then 2, then 5)
+    and number of (image, head) pairs (2, then 4)."""
+    for heads, size in (CASES[0], CASES[2], CASES[0]):
+        _check_against_float64_reference(torch.float32, 64, heads, size)
+        assert not kernels._TICKETS[torch.device('cpu'), 0].any()
+
+
+@interpreted
 def test_reads_channel_slices_in_place(kernels):
     """A slice of the 4C conv output is read with its strides, not copied; a contiguous
     3C tensor and a channels-last one (which is copied) give bitwise the same result."""
@@ -330,6 +341,12 @@ def _kernel_report():
 _compiles = pytest.mark.skipif(
     IN_INTERPRETER, reason='compiling needs triton imported without the interpreter')
 
+# Programs per SM that RAVLT-S's stage-1 grid gives a 132-SM GPU (test_grid_fills_...).
+# A half-precision token pass at d <= 64 must hold that many at once: with fewer, the
+# grid would run in two waves, as the first kernels timed on an H100 did (255 registers
+# at eight warps, one program per SM).
+GRID_PROGRAMS_PER_SM = 2
+
 
 def _assert_lean(rows):
     """No spills anywhere; no 2-byte global access in half precision with aligned rows."""
@@ -341,6 +358,10 @@ def _assert_lean(rows):
     assert not narrow, narrow
     too_big = [(r.arch, r.kernel, r.shared_bytes) for r in rows if not r.fits_shared_memory]
     assert not too_big, too_big
+    two_waves = [(r.arch, r.dtype, r.aligned, r.kernel, r.registers, r.programs_per_sm)
+                 for r in rows if r.dtype != 'fp32' and r.head_dim <= 64
+                 and r.tokens_per_iteration and r.programs_per_sm < GRID_PROGRAMS_PER_SM]
+    assert not two_waves, two_waves
 
 
 @_compiles
@@ -384,6 +405,21 @@ def test_fp32_kernels_compile_lean():
     qkv = torch.empty(2, 3 * 96, 16, 24, device='meta')
     with pytest.raises(ValueError, match='fp32 at head dim 96'):
         report.gpu_build()._Geometry(qkv, 1)
+
+
+def test_programs_per_sm():
+    """The occupancy arithmetic of the static proof: registers a warp in units of 256
+    within one quarter of the register file, shared memory plus 1 KB a program, at most
+    64 warps and 32 programs an SM."""
+    from mmrala.ops.kernel_report import programs_per_sm
+    assert programs_per_sm('sm_90', 168, 4, 25600) == 3       # 5376 a warp, 3 a quarter
+    assert programs_per_sm('sm_90', 169, 4, 25600) == 2       # 5632 a warp (176 a thread)
+    assert programs_per_sm('sm_90', 128, 4, 2048) == 4
+    assert programs_per_sm('sm_90', 255, 8, 0) == 1
+    assert programs_per_sm('sm_90', 32, 4, 0) == 16           # the 64-warp limit
+    assert programs_per_sm('sm_90', 32, 1, 0) == 32           # the 32-program limit
+    assert programs_per_sm('sm_90', 64, 4, 100 * 1024) == 2   # 228 KB of shared memory
+    assert programs_per_sm('sm_80', 64, 4, 100 * 1024) == 1   # 164 KB
 
 
 def test_sass_access_widths():
@@ -445,13 +481,14 @@ def test_passes_have_one_launch_option_per_tiling_class(kernels):
 
 
 def test_grid_fills_108_and_132_sm_gpus(kernels):
-    """RAVLT-S stages 1 and 2 of Mask R-CNN at 1344 x 800, batch 2: at least two
-    programs per SM of a 132-SM H100 (and so of a 108-SM A100) in every token pass."""
+    """RAVLT-S stages 1 and 2 of Mask R-CNN at 1344 x 800, batch 2: at least
+    GRID_PROGRAMS_PER_SM programs per SM of a 132-SM H100 (and so of a 108-SM A100) in
+    every token pass."""
     for heads, height, width in ((1, 200, 336), (2, 100, 168)):
         qkv = torch.empty(2, 3 * 64 * heads, height, width, device='meta')
         geometry = kernels._Geometry(qkv, heads)
         programs = geometry.grid[0] * geometry.grid[1]
-        assert programs >= 2 * 132, (heads, programs)
+        assert programs >= GRID_PROGRAMS_PER_SM * 132, (heads, programs)
         assert geometry.chunk_tokens == kernels.chunk_tokens_for(height * width)
 
 

@@ -29,9 +29,10 @@ Default mode, per workload (batch, heads, head dim, H, W):
    (saved_tensors_hooks) and the full-size (B, 4C, H, W) tensors the backward creates.
 
 ``--sweep [PASS ...]`` times each token pass alone (on the first workload) at other launch
-options (``--options BLOCK_L,W,S ...``; by default 24 of them), each checked against the
-pinned option's outputs, with its registers and spills where the device reports them:
-the measurements PASS_TILING's pins come from.
+options (``--options BLOCK_L,W,S[,MAXNREG] ...``; by default 24 of them), each checked
+against the pinned option's outputs, with its registers, spills and resident programs per
+SM where the device reports them: the measurements PASS_TILING's pins come from.
+``--target-chunks N`` chunks the token axis for N programs per (image, head) in any mode.
 
 ``--scaling`` times a RAVLT-S (or ``--arch``) backbone forward + backward at growing
 input sizes, with the released attention types and with RALA in every stage, each on
@@ -534,14 +535,40 @@ SWEEP_OPTIONS = tuple((block, warps, stages) for block in (16, 32, 64, 128)
 
 
 def parse_option(text: str):
-    """'32,4,2' -> (32, 4, 2): BLOCK_L, num_warps, num_stages."""
+    """'32,4,2' -> (32, 4, 2): BLOCK_L, num_warps, num_stages; '32,4,2,168' -> (32, 4, 2,
+    168), with a cap on registers per thread (triton's maxnreg), which buys resident
+    programs per SM for what the compiler then spills or recomputes."""
     try:
-        block, warps, stages = (int(part) for part in text.split(','))
+        option = tuple(int(part) for part in text.split(','))
     except ValueError:
+        option = ()
+    if len(option) not in (3, 4):
         raise argparse.ArgumentTypeError(
-            f'a launch option is BLOCK_L,num_warps,num_stages such as 32,4,2; got {text!r}'
-        ) from None
-    return block, warps, stages
+            'a launch option is BLOCK_L,num_warps,num_stages such as 32,4,2, or with a '
+            f'register cap BLOCK_L,num_warps,num_stages,maxnreg such as 32,4,2,168; got {text!r}')
+    return option
+
+
+def launch_options(option) -> dict:
+    """The kernel keywords of a --sweep option."""
+    block, warps, stages, *cap = option
+    return dict(BLOCK_L=block, num_warps=warps, num_stages=stages,
+                **({'maxnreg': cap[0]} if cap else {}))
+
+
+def device_programs_per_sm(compiled, device):
+    """Resident programs per SM of a compiled kernel on ``device`` (sm_80 and sm_90, the
+    architectures the static proof knows); None elsewhere and in the interpreter."""
+    from mmrala.ops.kernel_report import SHARED_MEMORY_PER_SM, programs_per_sm
+
+    if device.type != 'cuda' or getattr(compiled, 'n_regs', None) is None:
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    arch = f'sm_{major}{minor}'
+    if arch not in SHARED_MEMORY_PER_SM:
+        return None
+    return programs_per_sm(arch, compiled.n_regs, compiled.metadata.num_warps,
+                           compiled.metadata.shared)
 
 
 def relative_change(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -552,30 +579,31 @@ def relative_change(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def sweep_pass(kernels, launch, geo, option, expected, dtype, bench: Bench):
-    """(ms, regs, spills, change, status) of one recorded launch replayed at ``option``.
+    """(ms, regs, spills, programs per SM, change, status) of one recorded launch
+    replayed at ``option``.
 
     ``expected`` holds the launch's floating-point tensor arguments after a replay at
     its pinned option; ``change`` is the largest relative change of any of them, i.e.
     of the pass's outputs, whose sums run in another order at another option.
     """
     name, kernel, grid, args, kwargs = launch
-    block, warps, stages = option
-    if geo.chunk_tokens % block:
-        return None, None, None, None, f'chunks of {geo.chunk_tokens} tokens are not whole tiles'
-    options = {**kwargs, 'BLOCK_L': block, 'num_warps': warps, 'num_stages': stages}
+    if geo.chunk_tokens % option[0]:
+        return (None,) * 5 + (f'chunks of {geo.chunk_tokens} tokens are not whole tiles',)
+    options = {key: value for key, value in kwargs.items() if key != 'maxnreg'}
+    options.update(launch_options(option))
     try:
         compiled = kernel[grid](*args, **options)
     except Exception as err:  # a compile error or a shared-memory overflow: not a candidate
         reason = str(err).strip().splitlines()[-1][:80] if str(err).strip() else ''
-        return None, None, None, None, f'does not build: {type(err).__name__} {reason}'
+        return (None,) * 5 + (f'does not build: {type(err).__name__} {reason}',)
     outputs = [arg for arg in args if isinstance(arg, torch.Tensor) and arg.is_floating_point()]
     change = max(relative_change(out, ref) for out, ref in zip(outputs, expected))
     if change > TOLERANCE[dtype]:
-        return None, None, None, change, 'WRONG'
+        return None, None, None, None, change, 'WRONG'
     ms = bench.time_ms(functools.partial(kernel[grid], *args, **options))
     # A compiled kernel knows its registers and spills; the interpreter has none.
-    return (ms, getattr(compiled, 'n_regs', None), getattr(compiled, 'n_spills', None), change,
-            'ok')
+    return (ms, getattr(compiled, 'n_regs', None), getattr(compiled, 'n_spills', None),
+            device_programs_per_sm(compiled, bench.device), change, 'ok')
 
 
 def sweep_launch_options(workload, dtype, bench: Bench, passes, options):
@@ -605,12 +633,15 @@ def sweep_launch_options(workload, dtype, bench: Bench, passes, options):
         pinned_ms = results[pinned][0]
         rows = [(','.join(map(str, option)) + (' (pinned)' if option == pinned else ''),
                  fmt(ms, '.4f'), fmt(ms / pinned_ms if ms and pinned_ms else None, '.2f'),
-                 fmt(regs, 'd'), fmt(spills, 'd'), fmt(change, '.1e'), status)
-                for option, (ms, regs, spills, change, status) in results.items()]
+                 fmt(regs, 'd'), fmt(spills, 'd'), fmt(programs, 'd'), fmt(change, '.1e'),
+                 status)
+                for option, (ms, regs, spills, programs, change, status) in results.items()]
         print_table(f'Sweep of {pass_name} ({kernel_name}), {describe(workload)} '
-                    f'{dtype_name(dtype)}: each launch option alone; change = largest '
-                    'relative change of its outputs against the pinned option\'s',
-                    ('option', 'ms', 'x pinned', 'regs', 'spills', 'change', 'status'), rows)
+                    f'{dtype_name(dtype)}, {geo.num_chunks} chunks of {geo.chunk_tokens} '
+                    'tokens: each launch option alone; change = largest relative change of '
+                    'its outputs against the pinned option\'s',
+                    ('option', 'ms', 'x pinned', 'regs', 'spills', 'programs / SM', 'change',
+                     'status'), rows)
         timed = {option: result for option, result in results.items() if result[0] is not None}
         spill_free = {option: result for option, result in timed.items() if not result[2]}
         fastest = min(spill_free, key=lambda option: spill_free[option][0], default=None)
@@ -782,6 +813,22 @@ def device_name(bench: Bench) -> str:
     return 'CPU' + (' (fused path in the Triton interpreter)' if interpreted else '')
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
+    return value
+
+
+def set_target_chunks(count: int):
+    """The op chunks the token axis for ``count`` programs per (image, head) from here on."""
+    from mmrala.ops import load_kernels
+
+    kernels = load_kernels('benchmark_rala')
+    kernels.TARGET_CHUNKS = count
+    kernels._GEOMETRIES.clear()
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
@@ -798,10 +845,17 @@ def parse_args(argv=None):
                         help='time the token passes named (default all six, of '
                              f'{", ".join(PASSES)}) alone at each launch option of --options '
                              'against the pinned one, on the first workload')
-    parser.add_argument('--options', nargs='*', type=parse_option, metavar='BLOCK_L,W,S',
-                        help='--sweep: launch options, BLOCK_L,num_warps,num_stages (default '
+    parser.add_argument('--options', nargs='*', type=parse_option,
+                        metavar='BLOCK_L,W,S[,MAXNREG]',
+                        help='--sweep: launch options, BLOCK_L,num_warps,num_stages and '
+                             'optionally a cap on registers per thread (default '
                              f'{len(SWEEP_OPTIONS)}: BLOCK_L 16 to 128, 2 to 8 warps, 1 or 2 '
-                             'stages)')
+                             'stages, no cap)')
+    parser.add_argument('--target-chunks', type=positive_int, metavar='N',
+                        help='chunk the token axis for N programs per (image, head) instead of '
+                             'the op\'s TARGET_CHUNKS, for this run: the trade of more resident '
+                             'programs against more partials to sum (beyond 256 chunks the sums '
+                             'take two rounds of loads)')
     parser.add_argument('--scaling', action='store_true',
                         help='time a RAVLT-S backbone forward + backward against input size')
     parser.add_argument('--sizes', nargs='*', type=int,
@@ -836,6 +890,9 @@ def main(argv=None):
     dtype = DTYPES[args.dtype]
     print(f'device: {device_name(bench)}; torch {torch.__version__}, triton {triton.__version__}'
           f', {args.dtype}')
+    if args.target_chunks:
+        set_target_chunks(args.target_chunks)
+        print(f'chunking for {args.target_chunks} programs per (image, head) (--target-chunks)')
     if args.scaling:
         run_scaling(args, bench)
         return

@@ -37,6 +37,19 @@ ARCHS = {'sm_90': 90, 'sm_80': 80}
 # Shared memory one program can have (bytes): 227 KB on sm_90, 163 KB on sm_80. A build
 # above it compiles but cannot launch.
 SHARED_MEMORY_LIMIT = {'sm_90': 227 * 1024, 'sm_80': 163 * 1024}
+# What one SM holds at once, per architecture: 64K 32-bit registers in four quarters,
+# one per warp scheduler, each warp's in its own quarter in units of 256 (8 a thread);
+# shared memory in units of 128 B (each program also takes 1 KB the system reserves);
+# 64 warps and 32 programs. The occupancy tables of the CUDA programming guide, compute
+# capability 8.0 and 9.0.
+REGISTERS_PER_SCHEDULER = 16 * 1024
+REGISTER_UNIT_PER_WARP = 256
+SCHEDULERS_PER_SM = 4
+SHARED_MEMORY_PER_SM = {'sm_90': 228 * 1024, 'sm_80': 164 * 1024}
+SHARED_MEMORY_UNIT = 128
+SHARED_MEMORY_RESERVED_PER_PROGRAM = 1024
+MAX_WARPS_PER_SM = 64
+MAX_PROGRAMS_PER_SM = 32
 HALF_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 DTYPES = {**HALF_DTYPES, 'fp32': torch.float32}
 ACCESS_WIDTHS = (1, 2, 4, 8, 16)
@@ -80,6 +93,12 @@ class KernelStats:
         return self.shared_bytes <= SHARED_MEMORY_LIMIT[self.arch]
 
     @property
+    def programs_per_sm(self) -> int:
+        """Programs of this kernel one SM can hold at once: the warps there are to switch
+        between while others wait on memory or a dot."""
+        return programs_per_sm(self.arch, self.registers, self.warps, self.shared_bytes)
+
+    @property
     def instructions_per_token(self):
         """Warp instructions the main loop issues per token (every warp runs the loop
         body once per tile of tokens_per_iteration tokens); None without a token loop."""
@@ -92,6 +111,18 @@ class KernelStats:
         """Global loads and stores narrower than 4 bytes: scalar half-precision traffic."""
         return sum(n for width, n in {**self.loads}.items() if width < 4) + sum(
             n for width, n in self.stores.items() if width < 4)
+
+
+def programs_per_sm(arch: str, registers: int, warps: int, shared_bytes: int) -> int:
+    """Resident programs per SM of a kernel with ``registers`` per thread, ``warps`` per
+    program and ``shared_bytes`` per program, on ``arch``."""
+    unit = REGISTER_UNIT_PER_WARP
+    registers_per_warp = -(-registers * 32 // unit) * unit
+    warps_by_registers = (REGISTERS_PER_SCHEDULER // registers_per_warp) * SCHEDULERS_PER_SM
+    shared = -(-shared_bytes // SHARED_MEMORY_UNIT) * SHARED_MEMORY_UNIT
+    by_shared = SHARED_MEMORY_PER_SM[arch] // (shared + SHARED_MEMORY_RESERVED_PER_PROGRAM)
+    return min(warps_by_registers // warps, MAX_WARPS_PER_SM // warps, by_shared,
+               MAX_PROGRAMS_PER_SM)
 
 
 # ---------------------------------------------------------------------------------------
@@ -361,8 +392,9 @@ def _widths(counts: dict) -> str:
 
 def format_kernel_table(rows) -> str:
     header = ('| arch | dtype | d | aligned | kernel | config | regs | stack | spill B '
-              '| smem B | loads 2/4/8/16 B | stores 2/4/8/16 B | loop instr / token |')
-    lines = [header, '|' + '---|' * 13]
+              '| smem B | programs / SM | loads 2/4/8/16 B | stores 2/4/8/16 B '
+              '| loop instr / token |')
+    lines = [header, '|' + '---|' * 14]
     for row in rows:
         name = PASS_NAMES.get(row.kernel, row.kernel.removeprefix('_rala_').removesuffix(
             '_kernel'))
@@ -370,7 +402,8 @@ def format_kernel_table(rows) -> str:
         lines.append(f'| {row.arch} | {row.dtype} | {row.head_dim} | '
                      f"{'yes' if row.aligned else 'no'} | {name} | {row.config} | "
                      f'{row.registers} | {row.stack_bytes} | {row.spill_bytes} | '
-                     f'{row.shared_bytes} | {_widths(row.loads)} | {_widths(row.stores)} | '
+                     f'{row.shared_bytes} | {row.programs_per_sm} | {_widths(row.loads)} | '
+                     f'{_widths(row.stores)} | '
                      f"{'-' if per_token is None else f'{per_token:.0f}'} |")
     return '\n'.join(lines)
 

@@ -476,12 +476,14 @@ def _sum_in_last_program(partials, ticket, num_chunks, out, divisor,
     again. Tickets are integers (no float atomics) and the sum runs in chunk order, so
     the result does not depend on which program comes last. The barrier puts every
     thread's partial store before the ticket, whose acquire-release order at GPU scope
-    makes all of them visible to the last program. Counting modulo num_chunks keeps the
-    scheme right if a launch is ever repeated on the same buffers (a benchmark's warm-up).
+    makes all of them visible to the last program. The last program also sets the ticket
+    back to zero (every other program has taken its own by then), so the op keeps one set
+    of tickets per stream and never fills them before a launch (see _tickets).
     """
     tl.debug_barrier()
     done = tl.atomic_add(ticket, 1, sem='acq_rel', scope='gpu')
-    if done % num_chunks == num_chunks - 1:
+    if done == num_chunks - 1:
+        tl.store(ticket, 0)
         # Both halves of each row in one tile: one round of loads, not one per half.
         WIDTH: tl.constexpr = 2 * PAIRS_PAD
         ROWS: tl.constexpr = min(CHUNK_BLOCK, LAST_PROGRAM_SUM_ELEMENTS // WIDTH)
@@ -571,13 +573,16 @@ def _state_tile(k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, 
     lane_sums = lane_sums * rescale + weights
 
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-    rot_even = (k_even * cos - k_odd * sin) * weights[None, :]
-    rot_odd = (k_odd * cos + k_even * sin) * weights[None, :]
+    # K_j a_j, rotated for S and as it is for km.
+    weighted_even = k_even * weights[None, :]
+    weighted_odd = k_odd * weights[None, :]
+    rot_even = weighted_even * cos - weighted_odd * sin
+    rot_odd = weighted_odd * cos + weighted_even * sin
     values_t = _dot_operand(values_t.to(tl.float32), like_ptr, DOT_MODE)
     state = _mma(_dot_operand(_stack(rot_even, rot_odd), like_ptr, DOT_MODE), values_t,
                  state * rescale, DOT_MODE, FP32_PRECISION)
-    km_even = km_even * rescale + k_even * weights[None, :]
-    km_odd = km_odd * rescale + k_odd * weights[None, :]
+    km_even = km_even * rescale + weighted_even
+    km_odd = km_odd * rescale + weighted_odd
     return new_max, lane_sums, state, km_even, km_odd
 
 
@@ -778,20 +783,36 @@ def _state_grad_tile(q_base, g_base, pair_offsets, channel_stride, grad_offsets,
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
     inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-    rot_even = q_even * cos - q_odd * sin
-    rot_odd = q_odd * cos + q_even * sin
-    rot = _stack(rot_even, rot_odd)
-    numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-    numerator = _mma(state_t_stacked, _dot_operand(rot, like_ptr, DOT_MODE), numerator,
-                     DOT_MODE, FP32_PRECISION)
-    grad = tl.load((g_base + first) + grad_offsets,
-                   mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
-    # dn = -z (G . O) = -z^2 (G . U), U = rope(Q) S = numerator * state_scale
-    grad_denominator = -(inv_denominator * inv_denominator * state_scale
-                         * tl.sum(grad * numerator, axis=0))
-    grad_t = tl.trans(_dot_operand(grad, like_ptr, DOT_MODE))
-    grad_state = _mma(_dot_operand(rot * inv_denominator[None, :], like_ptr, DOT_MODE),
-                      grad_t, grad_state, DOT_MODE, FP32_PRECISION)
+    grad_mask = dims_ok[:, None] & tokens_ok[None, :]
+    if DIM_PAD <= 64:
+        # rope(Q_i) z_i = rope(Q_i z_i): one operand for both dots, O_i = z_i U_i and dS
+        # (sm_90, d = 64: 110 -> 101 loop instructions per token). Next to the
+        # (128 x 128) dS accumulator of d > 64 it spilled on sm_80, hence the else.
+        scaled_even = q_even * inv_denominator[None, :]
+        scaled_odd = q_odd * inv_denominator[None, :]
+        rot = _dot_operand(_stack(scaled_even * cos - scaled_odd * sin,
+                                  scaled_odd * cos + scaled_even * sin), like_ptr, DOT_MODE)
+        output = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
+        output = _mma(state_t_stacked, rot, output, DOT_MODE, FP32_PRECISION)
+        grad = tl.load((g_base + first) + grad_offsets, mask=grad_mask, other=0.0)
+        grad = grad.to(tl.float32)
+        # dn = -z (G . O), O = z rope(Q) S = output * state_scale
+        grad_denominator = -(inv_denominator * state_scale * tl.sum(grad * output, axis=0))
+        grad_t = tl.trans(_dot_operand(grad, like_ptr, DOT_MODE))
+        grad_state = _mma(rot, grad_t, grad_state, DOT_MODE, FP32_PRECISION)
+    else:
+        rot = _stack(q_even * cos - q_odd * sin, q_odd * cos + q_even * sin)
+        numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
+        numerator = _mma(state_t_stacked, _dot_operand(rot, like_ptr, DOT_MODE), numerator,
+                         DOT_MODE, FP32_PRECISION)
+        grad = tl.load((g_base + first) + grad_offsets, mask=grad_mask, other=0.0)
+        grad = grad.to(tl.float32)
+        # dn = -z (G . O) = -z^2 (G . U), U = rope(Q) S = numerator * state_scale
+        grad_denominator = -(inv_denominator * inv_denominator * state_scale
+                             * tl.sum(grad * numerator, axis=0))
+        grad_t = tl.trans(_dot_operand(grad, like_ptr, DOT_MODE))
+        grad_state = _mma(_dot_operand(rot * inv_denominator[None, :], like_ptr, DOT_MODE),
+                          grad_t, grad_state, DOT_MODE, FP32_PRECISION)
     grad_km_even += q_even * grad_denominator[None, :]
     grad_km_odd += q_odd * grad_denominator[None, :]
     return grad_state, grad_km_even, grad_km_odd
@@ -881,12 +902,17 @@ def _key_value_tile(k_base, v_base, dk_base, dv_base, even_rows, odd_rows, value
     w = _mma(grad_stacked, values, zero, DOT_MODE, FP32_PRECISION) * grad_scale
     w_even, w_odd = _unstack(w)
 
-    grad_attn = tl.sum(rot_even * w_even + rot_odd * w_odd + k_even * grad_km_even[:, None]
-                       + k_odd * grad_km_odd[:, None], axis=0)
+    # The gradient of rope(K_j) a_j is W_j; rotated back (the sine negated) and with
+    # dkm, it is what K_j's both terms need: grad_key_j = rope^-1(W_j) + dkm gives
+    # da_j = K_j . grad_key_j (rope(K_j) . W_j = K_j . rope^-1(W_j), rope being a
+    # rotation) and dK_j = a_j grad_key_j + (scale da_j a_j) qm.
+    grad_key_even = w_even * cos + (w_odd * sin + grad_km_even[:, None])
+    grad_key_odd = w_odd * cos + (grad_km_odd[:, None] - w_even * sin)
+    grad_attn = tl.sum(k_even * grad_key_even + k_odd * grad_key_odd, axis=0)
     grad_logits = attn * (grad_attn - delta)
-    grad_k_even = (attn[None, :] * (w_even * cos + w_odd * sin + grad_km_even[:, None])
+    grad_k_even = (attn[None, :] * grad_key_even
                    + scale * grad_logits[None, :] * qm_even[:, None])
-    grad_k_odd = (attn[None, :] * (w_odd * cos - w_even * sin + grad_km_odd[:, None])
+    grad_k_odd = (attn[None, :] * grad_key_odd
                   + scale * grad_logits[None, :] * qm_odd[:, None])
     _store_pair_rows(dk_base, grad_even_rows, grad_odd_rows, tokens, mask,
                      grad_k_even * _phi_grad(k_even), grad_k_odd * _phi_grad(k_odd))
@@ -1026,21 +1052,21 @@ def _query_tile(q_base, g_base, dq_base, pair_offsets, channel_stride, grad_out_
     zero = tl.zeros((state_stacked.shape[0], BLOCK_L), dtype=tl.float32)
     sg = _mma(state_stacked, _dot_operand(grad.to(tl.float32), like_ptr, DOT_MODE), zero,
               DOT_MODE, FP32_PRECISION)
-    # S G_i in rotated space (times 1 / state_scale). It gives both terms of dQ_i: the
-    # numerator's, rotated back by rope with the sine negated, and the denominator's,
-    # since G_i . (rope(Q_i) S) = rope(Q_i) . (S G_i): the output O_i need not be rebuilt.
+    # S G_i in rotated space (times 1 / state_scale), rotated back: u_i = rope^-1(S G_i)
+    # (the sine negated). It gives both terms of dQ_i: the numerator's, z_i u_i, and the
+    # denominator's, since G_i . (rope(Q_i) S) = rope(Q_i) . (S G_i) = Q_i . u_i (rope is
+    # a rotation): neither the output O_i nor rope(Q_i) need be built.
     sg_even, sg_odd = _unstack(sg)
-    rot_even = q_even * cos - q_odd * sin
-    rot_odd = q_odd * cos + q_even * sin
+    u_even = sg_even * cos + sg_odd * sin
+    u_odd = sg_odd * cos - sg_even * sin
     grad_denominator = -(inv_denominator * inv_denominator * state_scale
-                         * tl.sum(rot_even * sg_even + rot_odd * sg_odd, axis=0))
-    t_scale = (state_scale * inv_denominator)[None, :]
-    t_even = sg_even * t_scale
-    t_odd = sg_odd * t_scale
-    grad_q_even = (t_even * cos + t_odd * sin + grad_denominator[None, :] * km_even[:, None]
-                   + grad_qm_even[:, None])
-    grad_q_odd = (t_odd * cos - t_even * sin + grad_denominator[None, :] * km_odd[:, None]
-                  + grad_qm_odd[:, None])
+                         * tl.sum(q_even * u_even + q_odd * u_odd, axis=0))
+    u_scale = (state_scale * inv_denominator)[None, :]
+    # Grouped so that each sum is a chain of fused multiply-adds.
+    grad_q_even = u_even * u_scale + (grad_denominator[None, :] * km_even[:, None]
+                                      + grad_qm_even[:, None])
+    grad_q_odd = u_odd * u_scale + (grad_denominator[None, :] * km_odd[:, None]
+                                    + grad_qm_odd[:, None])
     _store_pair_tiles(dq_base + first, grad_pair_offsets, grad_channel_stride, mask,
                       grad_q_even * _phi_grad(q_even), grad_q_odd * _phi_grad(q_odd))
 
@@ -1295,6 +1321,23 @@ def geometry_of(qkv: torch.Tensor, num_heads: int) -> _Geometry:
     return geometry
 
 
+# The last-program tickets of F1 and B2, by (device, stream): int32 counters that every
+# launch leaves at zero, so a call neither allocates nor fills them. Two streams running
+# the op at once must not share counters; launches on one stream run in order.
+_TICKETS: dict = {}
+
+
+def _tickets(device: torch.device, count: int) -> torch.Tensor:
+    """At least ``count`` zero tickets for launches on the current stream of ``device``."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == 'cuda' else 0
+    tickets = _TICKETS.get((device, stream))
+    if tickets is None or tickets.numel() < count:
+        # The replaced set is freed in this stream's order, after the launches using it.
+        tickets = _TICKETS[device, stream] = torch.zeros(count, device=device,
+                                                         dtype=torch.int32)
+    return tickets
+
+
 def _rala_forward(qkv: torch.Tensor, geo: _Geometry):
     """Returns O (B, C, H, W) and the saved (qm, lse, state = [S_even | S_odd | km])."""
     device = qkv.device
@@ -1303,7 +1346,7 @@ def _rala_forward(qkv: torch.Tensor, geo: _Geometry):
     bh, nc, d = geo.batch_heads, geo.num_chunks, geo.head_dim
     query_sums = torch.empty(bh, nc, d, **f32)
     query_mean = torch.empty(bh, d, **f32)
-    tickets = torch.zeros(bh, device=device, dtype=torch.int32)
+    tickets = _tickets(device, bh)
     state_partials = torch.empty(bh, nc, geo.flat_state, **f32)
     softmax_partials = torch.empty(bh, nc, 2, **f32)
     state = torch.empty(bh, geo.flat_state, **f32)
@@ -1349,7 +1392,7 @@ def _rala_backward(qkv, grad_out, query_mean, log_sum_exp, state, geo: _Geometry
     grad_state = torch.empty(bh, geo.flat_state, **f32)
     grad_qm_partials = torch.empty(bh, nc, d, **f32)
     grad_query_mean = torch.empty(bh, d, **f32)
-    tickets = torch.zeros(bh, device=device, dtype=torch.int32)
+    tickets = _tickets(device, bh)
     if grad_qkv is None:
         grad_qkv = torch.empty(qkv.shape, device=device, dtype=qkv.dtype)
     # Strides go to the kernels in units of ALIGN elements (see _strides).
