@@ -260,8 +260,9 @@ def test_chunking_depends_on_tokens_only(kernels):
         assert chunk & (chunk - 1) == 0
         assert kernels.MIN_CHUNK_TOKENS <= chunk <= kernels.MAX_CHUNK_TOKENS
         # Whole tiles of every BLOCK_L in use.
-        assert all(chunk % block == 0 for options in kernels.PASS_TILING.values()
-                   for block, _, _ in options.values())
+        assert all(chunk % block == 0 for table in (kernels.PASS_TILING,
+                                                    kernels.ALIGNED_ROWS_TILING)
+                   for options in table.values() for block, _, _ in options.values())
 
 
 def test_auto_stays_on_torch_on_cpu():
@@ -473,11 +474,28 @@ def test_passes_have_one_launch_option_per_tiling_class(kernels):
         assert not isinstance(getattr(kernels, name), triton_module.runtime.Autotuner), name
     for tiling, options in kernels.PASS_TILING.items():
         assert set(options) == {'F1', 'F2', 'F3', 'B1', 'B2', 'B3'}, tiling
-        for block, warps, stages in options.values():
-            assert block & (block - 1) == 0 and kernels.MIN_CHUNK_TOKENS % block == 0
-            assert warps in (4, 8) and stages in (1, 2, 3)
+    for table in (kernels.PASS_TILING, kernels.ALIGNED_ROWS_TILING):
+        for options in table.values():
+            for block, warps, stages in options.values():
+                assert block & (block - 1) == 0 and kernels.MIN_CHUNK_TOKENS % block == 0
+                assert warps in (4, 8) and stages in (1, 2, 3)
     assert kernels.tiling_class(torch.bfloat16, 64) == kernels.tiling_class(torch.float16, 32)
     assert kernels.tiling_class(torch.float32, 96) not in kernels.PASS_TILING
+    # Aligned rows may change the tiles only of passes whose outputs are per token (no
+    # sum over tokens), so that no bit depends on the inputs' alignment.
+    for tiling, options in kernels.ALIGNED_ROWS_TILING.items():
+        assert tiling in kernels.PASS_TILING and set(options) <= {'F3', 'B3'}, tiling
+
+
+def test_aligned_rows_take_their_own_options(kernels, monkeypatch):
+    monkeypatch.setattr(kernels, 'KERNELS_INTERPRETED', False)
+    half = kernels.tiling_class(torch.bfloat16, 64)
+    for name in ('F1', 'F2', 'F3', 'B1', 'B2', 'B3'):
+        unaligned = kernels._pass_options(name, half, False)
+        aligned = kernels._pass_options(name, half, True)
+        assert tuple(unaligned.values()) == kernels.PASS_TILING[half][name]
+        expected = kernels.ALIGNED_ROWS_TILING[half].get(name, kernels.PASS_TILING[half][name])
+        assert tuple(aligned.values()) == expected
 
 
 def test_grid_fills_108_and_132_sm_gpus(kernels):

@@ -158,13 +158,32 @@ def test_pipelining_depth_does_not_change_a_bit(monkeypatch, stages):
     conv_out = _conv_output(2, 1, 64, 100, 168, torch.bfloat16, seed=2)
     grad = torch.randn(2, 64, 100, 168, device='cuda').to(torch.bfloat16)
     pinned = _run(conv_out, 1, grad)
-    forced = {tiling: {name: (block, warps, stages)
-                       for name, (block, warps, _) in options.items()}
-              for tiling, options in rala_triton.PASS_TILING.items()}
-    monkeypatch.setattr(rala_triton, 'PASS_TILING', forced)
+    for table in ('PASS_TILING', 'ALIGNED_ROWS_TILING'):
+        forced = {tiling: {name: (block, warps, stages)
+                           for name, (block, warps, _) in options.items()}
+                  for tiling, options in getattr(rala_triton, table).items()}
+        monkeypatch.setattr(rala_triton, table, forced)
     again = _run(conv_out, 1, grad)
     assert torch.equal(pinned[0], again[0])
     assert torch.equal(pinned[1], again[1])
+
+
+def test_alignment_does_not_change_a_bit():
+    """Aligned token rows take larger tiles in F3 and B3 (ALIGNED_ROWS_TILING), whose
+    outputs are per token: the same inputs one element off a 16-byte boundary (every
+    pass on PASS_TILING's options, narrower accesses) give bitwise the same result."""
+    conv_out = _conv_output(2, 1, 64, 100, 168, torch.bfloat16, seed=3)
+    grad = torch.randn(2, 64, 100, 168, device='cuda').to(torch.bfloat16)
+    aligned = _run(conv_out, 1, grad)
+    storage = torch.zeros(conv_out.numel() + 1, device='cuda', dtype=conv_out.dtype)
+    storage[1:].copy_(conv_out.flatten())
+    storage.requires_grad_()
+    shifted = storage[1:].view_as(conv_out)
+    assert shifted.data_ptr() % 16
+    out = rala_attention(shifted[:, :192], 1, impl='triton')
+    out.backward(grad)
+    assert torch.equal(aligned[0], out.detach())
+    assert torch.equal(aligned[1], storage.grad[1:].view_as(conv_out))
 
 
 def test_fp32_above_head_dim_64_is_refused():

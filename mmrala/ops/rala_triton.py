@@ -146,6 +146,19 @@ PASS_TILING = {
     },
 }
 
+# Options that replace PASS_TILING's where every token row of the launch starts on a
+# 16-byte boundary (ALIGN > 1: H x W a multiple of 8 in bf16 / fp16, e.g. every input
+# padded to 32 pixels). Larger tiles compile spill-free there on sm_90 and sm_80, where
+# the unaligned builds, with an offset per row and narrower accesses, spill. Per pass,
+# the fastest option of the H100 sweep (docs/rala_kernel.md section 8) that compiles
+# spill-free for both with aligned rows: B3 at 64 tokens and 3 stages (70.8 us there
+# against 95.1 us for its 32-token option), F3 at 64 tokens and 1 stage (52.5 against
+# 54.6 us). Only passes without a sum over tokens may take them (each token's output is
+# its own), so no bit of a result depends on the alignment of its inputs.
+ALIGNED_ROWS_TILING = {
+    ('half', 64): {'F3': (64, 4, 1), 'B3': (64, 4, 3)},
+}
+
 # The interpreter runs every pass in 64-token tiles: several tiles per chunk, so the
 # loops and ragged tails run in the CPU tests, without making them slower than needed.
 INTERPRETER_TILING = (64, 4, 1)
@@ -1182,12 +1195,14 @@ def tiling_class(dtype: torch.dtype, head_dim: int):
     return ('fp32' if dtype == torch.float32 else 'half', 64 if head_dim <= 64 else 128)
 
 
-def _pass_options(pass_name: str, tiling: tuple) -> dict:
-    """BLOCK_L, num_warps and num_stages of a token pass; see PASS_TILING."""
+def _pass_options(pass_name: str, tiling: tuple, aligned: bool) -> dict:
+    """BLOCK_L, num_warps and num_stages of a token pass; see PASS_TILING and
+    ALIGNED_ROWS_TILING."""
     if KERNELS_INTERPRETED:
         block, warps, stages = INTERPRETER_TILING
     else:
-        block, warps, stages = PASS_TILING[tiling][pass_name]
+        option = ALIGNED_ROWS_TILING.get(tiling, {}).get(pass_name) if aligned else None
+        block, warps, stages = option or PASS_TILING[tiling][pass_name]
     return dict(BLOCK_L=block, num_warps=warps, num_stages=stages)
 
 
@@ -1286,11 +1301,12 @@ class _Geometry:
         self.grid = (self.num_chunks, self.batch_heads)
         self.combine_grid = (self.batch_heads, _cdiv(self.flat_state, COMBINE_BLOCK_FLAT))
 
-    def constants(self, pass_name, with_dot=True, with_dim_tiles=True):
-        """constexprs and launch options of token pass ``pass_name`` ('F1' ... 'B3');
-        DIM_PAD only for passes with (d x tokens) tiles."""
+    def constants(self, pass_name, align, with_dot=True, with_dim_tiles=True):
+        """constexprs and launch options of token pass ``pass_name`` ('F1' ... 'B3') at
+        vector width ``align``; DIM_PAD only for passes with (d x tokens) tiles."""
         consts = dict(NUM_HEADS=self.num_heads, HEAD_DIM=self.head_dim,
-                      PAIRS_PAD=self.pairs_pad, **_pass_options(pass_name, self.tiling))
+                      PAIRS_PAD=self.pairs_pad, ALIGN=align,
+                      **_pass_options(pass_name, self.tiling, align > 1))
         if with_dot:
             consts.update(DOT_MODE=self.dot_mode, FP32_PRECISION=self.fp32_precision)
         if with_dot and with_dim_tiles:
@@ -1360,11 +1376,11 @@ def _rala_forward(qkv: torch.Tensor, geo: _Geometry):
     _rala_fwd_query_sum_kernel[geo.grid](
         qkv, sqb, sqc, query_sums, query_mean, tickets,
         geo.num_tokens, geo.chunk_tokens, nc,
-        CHUNK_BLOCK=COMBINE_CHUNK_BLOCK, ALIGN=align, **geo.constants('F1', with_dot=False))
+        CHUNK_BLOCK=COMBINE_CHUNK_BLOCK, **geo.constants('F1', align, with_dot=False))
     _rala_fwd_state_kernel[geo.grid](
         qkv, sqb, sqc, rope_table, query_mean, state_partials, softmax_partials,
         geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.scale,
-        ALIGN=align, **geo.constants('F2'))
+        **geo.constants('F2', align))
     _rala_combine_chunks_kernel[geo.combine_grid](
         state_partials, softmax_partials, state, log_sum_exp, nc,
         FLAT=geo.flat_state, BLOCK_FLAT=COMBINE_BLOCK_FLAT, CHUNK_BLOCK=COMBINE_CHUNK_BLOCK,
@@ -1372,7 +1388,7 @@ def _rala_forward(qkv: torch.Tensor, geo: _Geometry):
     _rala_fwd_output_kernel[geo.grid](
         qkv, sqb, sqc, rope_table, state, out, out.stride(0) // align, out.stride(1) // align,
         geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc,
-        ALIGN=align, **geo.constants('F3'))
+        **geo.constants('F3', align))
     return out, query_mean, log_sum_exp, state
 
 
@@ -1404,7 +1420,7 @@ def _rala_backward(qkv, grad_out, query_mean, log_sum_exp, state, geo: _Geometry
     _rala_bwd_state_grad_kernel[geo.grid](
         qkv, sqb, sqc, rope_table, state, grad_out, sgb, sgc, grad_state_partials,
         geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc,
-        ALIGN=align, **geo.constants('B1'))
+        **geo.constants('B1', align))
     # A plain sum: the softmax statistics and lse arguments are not read.
     _rala_combine_chunks_kernel[geo.combine_grid](
         grad_state_partials, grad_state_partials, grad_state, grad_state, nc,
@@ -1414,12 +1430,12 @@ def _rala_backward(qkv, grad_out, query_mean, log_sum_exp, state, geo: _Geometry
         qkv, sqb, sqc, rope_table, query_mean, log_sum_exp, state, grad_state,
         grad_qkv, sdb, sdc, grad_qm_partials, grad_query_mean, tickets,
         geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc, geo.scale,
-        CHUNK_BLOCK=COMBINE_CHUNK_BLOCK, ALIGN=align, **geo.constants('B2'))
+        CHUNK_BLOCK=COMBINE_CHUNK_BLOCK, **geo.constants('B2', align))
     _rala_bwd_query_kernel[geo.grid](
         qkv, sqb, sqc, rope_table, state, grad_out, sgb, sgc, grad_query_mean,
         grad_qkv, sdb, sdc,
         geo.num_tokens, geo.height, geo.width, geo.chunk_tokens, nc,
-        ALIGN=align, **geo.constants('B3', with_dim_tiles=False))
+        **geo.constants('B3', align, with_dim_tiles=False))
     return grad_qkv
 
 
