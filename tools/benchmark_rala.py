@@ -589,8 +589,7 @@ def sweep_pass(kernels, launch, geo, option, expected, dtype, bench: Bench):
     name, kernel, grid, args, kwargs = launch
     if geo.chunk_tokens % option[0]:
         return (None,) * 5 + (f'chunks of {geo.chunk_tokens} tokens are not whole tiles',)
-    options = {key: value for key, value in kwargs.items() if key != 'maxnreg'}
-    options.update(launch_options(option))
+    options = {**kwargs, **launch_options(option)}
     try:
         compiled = kernel[grid](*args, **options)
     except Exception as err:  # a compile error or a shared-memory overflow: not a candidate

@@ -796,7 +796,6 @@ def _state_grad_tile(q_base, g_base, pair_offsets, channel_stride, grad_offsets,
     q_odd = tl.where(mask, _phi(q0_odd), 0.0)
     inv_denominator = 1.0 / (_pair_dot(q_even, q_odd, km_even, km_odd) + RALA_EPS)
     cos, sin = _rope_phases(rope_table, pairs, tokens, mask, height, width, HEAD_DIM // 4)
-    grad_mask = dims_ok[:, None] & tokens_ok[None, :]
     if DIM_PAD <= 64:
         # rope(Q_i) z_i = rope(Q_i z_i): one operand for both dots, O_i = z_i U_i and dS
         # (sm_90, d = 64: 110 -> 101 loop instructions per token). Next to the
@@ -805,27 +804,26 @@ def _state_grad_tile(q_base, g_base, pair_offsets, channel_stride, grad_offsets,
         scaled_odd = q_odd * inv_denominator[None, :]
         rot = _dot_operand(_stack(scaled_even * cos - scaled_odd * sin,
                                   scaled_odd * cos + scaled_even * sin), like_ptr, DOT_MODE)
-        output = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-        output = _mma(state_t_stacked, rot, output, DOT_MODE, FP32_PRECISION)
-        grad = tl.load((g_base + first) + grad_offsets, mask=grad_mask, other=0.0)
-        grad = grad.to(tl.float32)
-        # dn = -z (G . O), O = z rope(Q) S = output * state_scale
-        grad_denominator = -(inv_denominator * state_scale * tl.sum(grad * output, axis=0))
-        grad_t = tl.trans(_dot_operand(grad, like_ptr, DOT_MODE))
-        grad_state = _mma(rot, grad_t, grad_state, DOT_MODE, FP32_PRECISION)
+        product_operand = rot
+        product_scale = inv_denominator
     else:
         rot = _stack(q_even * cos - q_odd * sin, q_odd * cos + q_even * sin)
-        numerator = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
-        numerator = _mma(state_t_stacked, _dot_operand(rot, like_ptr, DOT_MODE), numerator,
-                         DOT_MODE, FP32_PRECISION)
-        grad = tl.load((g_base + first) + grad_offsets, mask=grad_mask, other=0.0)
-        grad = grad.to(tl.float32)
-        # dn = -z (G . O) = -z^2 (G . U), U = rope(Q) S = numerator * state_scale
-        grad_denominator = -(inv_denominator * inv_denominator * state_scale
-                             * tl.sum(grad * numerator, axis=0))
-        grad_t = tl.trans(_dot_operand(grad, like_ptr, DOT_MODE))
-        grad_state = _mma(_dot_operand(rot * inv_denominator[None, :], like_ptr, DOT_MODE),
-                          grad_t, grad_state, DOT_MODE, FP32_PRECISION)
+        product_operand = _dot_operand(rot, like_ptr, DOT_MODE)
+        product_scale = inv_denominator * inv_denominator
+    # S^T times the rotated operand: O_i / state_scale (d <= 64), U_i / state_scale (else)
+    state_product = tl.zeros((DIM_PAD, BLOCK_L), dtype=tl.float32)
+    state_product = _mma(state_t_stacked, product_operand, state_product, DOT_MODE,
+                         FP32_PRECISION)
+    grad = tl.load((g_base + first) + grad_offsets,
+                   mask=dims_ok[:, None] & tokens_ok[None, :], other=0.0).to(tl.float32)
+    # dn = -z (G . O) = -z^2 (G . U)
+    grad_denominator = -(product_scale * state_scale * tl.sum(grad * state_product, axis=0))
+    grad_t = tl.trans(_dot_operand(grad, like_ptr, DOT_MODE))
+    if DIM_PAD <= 64:
+        state_operand = rot
+    else:
+        state_operand = _dot_operand(rot * inv_denominator[None, :], like_ptr, DOT_MODE)
+    grad_state = _mma(state_operand, grad_t, grad_state, DOT_MODE, FP32_PRECISION)
     grad_km_even += q_even * grad_denominator[None, :]
     grad_km_odd += q_odd * grad_denominator[None, :]
     return grad_state, grad_km_even, grad_km_odd
