@@ -465,8 +465,9 @@ def test_sass_loop_length():
 
 
 def test_passes_have_one_launch_option_per_tiling_class(kernels):
-    """Tile size and warps are pinned per (pass, tiling class), never tuned: the order of the
-    sums, and so every bit of the result, cannot depend on the GPU or the process."""
+    """Tile size and warps are pinned per (pass, tiling class, GPU architecture), never
+    tuned: the order of the sums, and so every bit of the result, cannot depend on the
+    process or on which GPU of one architecture runs it."""
     import triton as triton_module
     for name in ('_rala_fwd_query_sum_kernel', '_rala_fwd_state_kernel',
                  '_rala_fwd_output_kernel', '_rala_bwd_state_grad_kernel',
@@ -474,7 +475,8 @@ def test_passes_have_one_launch_option_per_tiling_class(kernels):
         assert not isinstance(getattr(kernels, name), triton_module.runtime.Autotuner), name
     for tiling, options in kernels.PASS_TILING.items():
         assert set(options) == {'F1', 'F2', 'F3', 'B1', 'B2', 'B3'}, tiling
-    for table in (kernels.PASS_TILING, kernels.ALIGNED_ROWS_TILING):
+    arch_tables = list(kernels.ARCH_TILING.values())
+    for table in (kernels.PASS_TILING, kernels.ALIGNED_ROWS_TILING, *arch_tables):
         for options in table.values():
             for block, warps, stages in options.values():
                 assert block & (block - 1) == 0 and kernels.MIN_CHUNK_TOKENS % block == 0
@@ -485,17 +487,30 @@ def test_passes_have_one_launch_option_per_tiling_class(kernels):
     # sum over tokens), so that no bit depends on the inputs' alignment.
     for tiling, options in kernels.ALIGNED_ROWS_TILING.items():
         assert tiling in kernels.PASS_TILING and set(options) <= {'F3', 'B3'}, tiling
+    for capability, table in kernels.ARCH_TILING.items():
+        assert len(capability) == 2 and set(table) <= set(kernels.PASS_TILING), capability
 
 
-def test_aligned_rows_take_their_own_options(kernels, monkeypatch):
+@pytest.mark.parametrize('capability', [(8, 0), (9, 0)], ids=['sm_80', 'sm_90'])
+def test_architecture_and_aligned_rows_take_their_own_options(kernels, monkeypatch,
+                                                               capability):
+    """PASS_TILING's option, unless ARCH_TILING has one for the GPU, unless the rows are
+    aligned and ALIGNED_ROWS_TILING has one."""
     monkeypatch.setattr(kernels, 'KERNELS_INTERPRETED', False)
     half = kernels.tiling_class(torch.bfloat16, 64)
     for name in ('F1', 'F2', 'F3', 'B1', 'B2', 'B3'):
-        unaligned = kernels._pass_options(name, half, False)
-        aligned = kernels._pass_options(name, half, True)
-        assert tuple(unaligned.values()) == kernels.PASS_TILING[half][name]
-        expected = kernels.ALIGNED_ROWS_TILING[half].get(name, kernels.PASS_TILING[half][name])
+        unaligned = kernels._pass_options(name, half, False, capability)
+        aligned = kernels._pass_options(name, half, True, capability)
+        expected = kernels.PASS_TILING[half][name]
+        expected = kernels.ARCH_TILING.get(capability, {}).get(half, {}).get(name, expected)
+        assert tuple(unaligned.values()) == expected
+        expected = kernels.ALIGNED_ROWS_TILING[half].get(name, expected)
         assert tuple(aligned.values()) == expected
+    sm_90_passes = set(kernels.ARCH_TILING[(9, 0)][half])
+    differs = {name for name in sm_90_passes
+               if kernels._pass_options(name, half, False, (9, 0))
+               != kernels._pass_options(name, half, False, (8, 0))}
+    assert differs == sm_90_passes
 
 
 def test_grid_fills_108_and_132_sm_gpus(kernels):

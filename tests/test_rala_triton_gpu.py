@@ -158,11 +158,16 @@ def test_pipelining_depth_does_not_change_a_bit(monkeypatch, stages):
     conv_out = _conv_output(2, 1, 64, 100, 168, torch.bfloat16, seed=2)
     grad = torch.randn(2, 64, 100, 168, device='cuda').to(torch.bfloat16)
     pinned = _run(conv_out, 1, grad)
-    for table in ('PASS_TILING', 'ALIGNED_ROWS_TILING'):
-        forced = {tiling: {name: (block, warps, stages)
-                           for name, (block, warps, _) in options.items()}
-                  for tiling, options in getattr(rala_triton, table).items()}
-        monkeypatch.setattr(rala_triton, table, forced)
+    def forced(table):
+        return {tiling: {name: (block, warps, stages)
+                         for name, (block, warps, _) in options.items()}
+                for tiling, options in table.items()}
+
+    monkeypatch.setattr(rala_triton, 'PASS_TILING', forced(rala_triton.PASS_TILING))
+    monkeypatch.setattr(rala_triton, 'ALIGNED_ROWS_TILING',
+                        forced(rala_triton.ALIGNED_ROWS_TILING))
+    monkeypatch.setattr(rala_triton, 'ARCH_TILING', {
+        capability: forced(table) for capability, table in rala_triton.ARCH_TILING.items()})
     again = _run(conv_out, 1, grad)
     assert torch.equal(pinned[0], again[0])
     assert torch.equal(pinned[1], again[1])

@@ -31,7 +31,8 @@ Default mode, per workload (batch, heads, head dim, H, W):
 ``--sweep [PASS ...]`` times each token pass alone (on the first workload) at other launch
 options (``--options BLOCK_L,W,S[,MAXNREG] ...``; by default 24 of them), each checked
 against the pinned option's outputs, with its registers, spills and resident programs per
-SM where the device reports them: the measurements PASS_TILING's pins come from.
+SM where the device reports them: the measurements the pinned options (PASS_TILING,
+ARCH_TILING) come from.
 ``--target-chunks N`` chunks the token axis for N programs per (image, head) in any mode.
 
 ``--scaling`` times a RAVLT-S (or ``--arch``) backbone forward + backward at growing
@@ -607,7 +608,7 @@ def sweep_pass(kernels, launch, geo, option, expected, dtype, bench: Bench):
 
 def sweep_launch_options(workload, dtype, bench: Bench, passes, options):
     """Times each token pass of ``passes`` alone at each launch option, against its
-    pinned option (PASS_TILING), each option's outputs checked against the pinned
+    pinned option on this GPU, each option's outputs checked against the pinned
     one's; prints one table per pass and a summary."""
     from mmrala.ops.kernel_report import PASS_NAMES
 

@@ -175,8 +175,9 @@ def gpu_build():
 
 
 def record_launches(dtype: torch.dtype, head_dim: int, height: int, width: int,
-                    heads: int = 1, batch: int = 2):
-    """Every launch of one forward and one backward pass, in order, with its arguments.
+                    heads: int = 1, batch: int = 2, arch: str = 'sm_90'):
+    """Every launch of one forward and one backward pass on a GPU of ``arch``, in order,
+    with its arguments.
 
     qkv is the first 3C channels of a (B, 4C, H, W) conv output and the gradient is
     written into the matching slice of a 4C buffer, as in the RAVLT layer.
@@ -187,11 +188,13 @@ def record_launches(dtype: torch.dtype, head_dim: int, height: int, width: int,
                if name.startswith('_rala_') and name.endswith('_kernel')}
     # On a CPU tensor the host code would pick its dot precision for the CPU.
     dot_mode = 0 if dtype == torch.float32 else 1
-    saved = {**kernels, '_dot_config': module._dot_config}
+    saved = {**kernels, '_dot_config': module._dot_config,
+             '_device_capability': module._device_capability}
     try:
         for name, kernel in kernels.items():
             setattr(module, name, _Recorder(kernel, launches))
         module._dot_config = lambda qkv: (dot_mode, 'tf32x3' if dot_mode == 0 else 'ieee')
+        module._device_capability = lambda qkv: divmod(ARCHS[arch], 10)
         channels = heads * head_dim
         conv_out = torch.zeros(batch, 4 * channels, height, width, dtype=dtype)
         qkv = conv_out[:, :3 * channels]
@@ -355,7 +358,8 @@ def collect(archs=tuple(ARCHS), dtypes=tuple(HALF_DTYPES), head_dims=(64, 96),
                     continue    # the op refuses it on a GPU
                 for aligned in alignments:
                     size = ALIGNED_SIZE if aligned else UNALIGNED_SIZE
-                    launches, _ = record_launches(DTYPES[dtype_name], head_dim, *size)
+                    launches, _ = record_launches(DTYPES[dtype_name], head_dim, *size,
+                                                  arch=arch_name)
                     seen = set()
                     for launch in launches:
                         for config in selectable_configs(launch.kernel):

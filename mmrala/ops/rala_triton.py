@@ -43,7 +43,8 @@ dot scaled by an exact power of two.
 Determinism. The chunking is a function of L alone, every chunk writes its own
 partial and the partials are combined in a fixed order: no float atomics anywhere, so
 repeated runs are bitwise identical. Tile size and warps, which set how sums over a
-tile are split, are pinned per tiling class (PASS_TILING), never autotuned.
+tile are split, are pinned per tiling class and GPU architecture (PASS_TILING,
+ARCH_TILING), never autotuned.
 Nothing is specialised on L, H or W (they are ``do_not_specialize``) beyond ALIGN.
 
 Under ``TRITON_INTERPRET=1`` (read by ``triton.jit`` when this module is imported),
@@ -159,6 +160,18 @@ ALIGNED_ROWS_TILING = {
     ('half', 64): {'F3': (64, 4, 1), 'B3': (64, 4, 3)},
 }
 
+# Options that replace PASS_TILING's on one GPU architecture, by compute capability:
+# larger tiles that compile spill-free there for both half dtypes and every alignment,
+# but spill on another architecture (sm_80: F2's 64-token tile with unaligned rows, B1's
+# 32-token tile with either). Still one option per pass and tiling class on a given
+# GPU, so its results stay bitwise repeatable; across architectures, as with cuBLAS, the
+# sums over tokens run in another order. On the H100 sweep (kernels of ff12fc9) F2 at 64
+# tokens and 3 stages took 41.8 us against 55.3 us at 32, and B1 at 32 tokens 77.7 us
+# against 90.6 us at 16 (docs/rala_kernel.md section 8).
+ARCH_TILING = {
+    (9, 0): {('half', 64): {'F2': (64, 4, 3), 'B1': (32, 4, 2)}},
+}
+
 # The interpreter runs every pass in 64-token tiles: several tiles per chunk, so the
 # loops and ragged tails run in the CPU tests, without making them slower than needed.
 INTERPRETER_TILING = (64, 4, 1)
@@ -264,17 +277,18 @@ def _store_pair_rows(base, even_rows, odd_rows, tokens, mask, even, odd):
 
 @triton.jit
 def _load_pair_tiles(tile, pair_offsets, channel_stride, mask):
-    """_load_pair_rows for B1 and B3, addressed to spend fewer registers.
+    """_load_pair_rows for F2, B1 and B3, addressed to spend fewer registers.
 
     ``tile`` points at the tile's first token in the head's first channel, and
     ``pair_offsets`` (_tile_offsets of the even channels) is loop-invariant. The odd
     channels are one channel stride further, so both tiles share these 32-bit offsets
     from one scalar pointer, where _load_pair_rows leaves a 64-bit pointer per row:
     builds for unaligned rows, one token per access, hold one for every row a thread
-    touches. That is how B3's 32-token tile first fitted in the registers, and part of
-    how B1 came to fit on sm_80 at d = 96. The other passes keep _load_pair_rows: they
-    fit either way, and issued one to seven more instructions per token this way when
-    tried (B1 five more with unaligned rows, none with aligned ones).
+    touches. That is how B3's 32-token tile and F2's 64-token one (on sm_90, unaligned
+    rows) first fitted in the registers, and part of how B1 came to fit on sm_80 at
+    d = 96. F1, F3 and B2 keep _load_pair_rows: they fit either way, and issued one to
+    seven more instructions per token this way when tried (B1 five more with unaligned
+    rows, none with aligned ones).
     """
     even = tl.load(tile + pair_offsets, mask=mask, other=0.0)
     odd = tl.load((tile + channel_stride) + pair_offsets, mask=mask, other=0.0)
@@ -448,18 +462,17 @@ def _load_state_for_queries(state_base, pairs, dims, like_ptr, PAIRS_PAD: tl.con
 
 
 @triton.jit
-def _store_state_partial(partials, index, state, vector_even, vector_odd, pairs, dims,
-                         PAIRS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """Partial ``index`` (bh * num_chunks + chunk) of a (d x d) state and its (d,) vector
-    (F2's S and km, B1's dS and dkm) in the saved layout: the stacked state's rows as
-    saved, then the vector's (pairs x tokens) sums reduced over the tokens, [even | odd]."""
+def _store_state_partial(partials, index, state, dims, PAIRS_PAD: tl.constexpr,
+                         HEAD_DIM: tl.constexpr):
+    """Stores partial ``index`` (bh * num_chunks + chunk) of a stacked (d x d) state (F2's
+    S, B1's dS) with its rows as saved; returns where the partial's (d,) vector (km, dkm)
+    goes, [even | odd]."""
     out = partials + index.to(tl.int64) * (HEAD_DIM * HEAD_DIM + HEAD_DIM)
     stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
     pointers, mask = _state_block(out, stacked_rows, stacked_ok, dims, dims < HEAD_DIM,
                                   HEAD_DIM, False)
     tl.store(pointers, state, mask=mask)
-    _store_halves(out + HEAD_DIM * HEAD_DIM, pairs, tl.sum(vector_even, axis=1),
-                  tl.sum(vector_odd, axis=1), HEAD_DIM)
+    return out + HEAD_DIM * HEAD_DIM
 
 
 @triton.jit
@@ -562,17 +575,18 @@ def _rala_fwd_query_sum_kernel(
 
 
 @triton.jit
-def _state_tile(k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
-                first, stop, rope_table, height, width, scale, qm_even, qm_odd, like_ptr,
-                running_max, lane_sums, state, km_even, km_odd,
+def _state_tile(k_base, v_base, pair_offsets, channel_stride, value_offsets, pairs, pairs_ok,
+                dims_ok, first, stop, rope_table, height, width, scale, qm_even, qm_odd,
+                like_ptr, running_max, lane_sums, state, km_sums, ones,
                 HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr, DOT_MODE: tl.constexpr,
-                FP32_PRECISION: tl.constexpr, MASKED: tl.constexpr):
+                FP32_PRECISION: tl.constexpr, KM_BY_DOT: tl.constexpr,
+                MASKED: tl.constexpr):
     tokens = _tile_tokens(first, BLOCK_L)
     tokens_ok, mask = _tile_masks(pairs_ok, tokens, stop, MASKED)
-    k0_even, k0_odd = _load_pair_rows(k_base, even_rows, odd_rows, tokens, mask)
+    k0_even, k0_odd = _load_pair_tiles(k_base + first, pair_offsets, channel_stride, mask)
     k_even = tl.where(mask, _phi(k0_even), 0.0)
     k_odd = tl.where(mask, _phi(k0_odd), 0.0)
-    values_t = tl.load(v_base + dim_rows[None, :] + tokens[:, None],
+    values_t = tl.load((v_base + first) + value_offsets,
                        mask=tokens_ok[:, None] & dims_ok[None, :], other=0.0)
 
     # Logits in fp32 from fp32 K and qm: a bf16 logit is the reference's main error.
@@ -594,9 +608,12 @@ def _state_tile(k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, 
     values_t = _dot_operand(values_t.to(tl.float32), like_ptr, DOT_MODE)
     state = _mma(_dot_operand(_stack(rot_even, rot_odd), like_ptr, DOT_MODE), values_t,
                  state * rescale, DOT_MODE, FP32_PRECISION)
-    km_even = km_even * rescale + weighted_even
-    km_odd = km_odd * rescale + weighted_odd
-    return new_max, lane_sums, state, km_even, km_odd
+    if KM_BY_DOT:
+        km_sums = _mma(_dot_operand(_stack(weighted_even, weighted_odd), like_ptr, DOT_MODE),
+                       ones, km_sums * rescale, DOT_MODE, FP32_PRECISION)
+    else:
+        km_sums = km_sums * rescale + _stack(weighted_even, weighted_odd)
+    return new_max, lane_sums, state, km_sums
 
 
 @_token_pass
@@ -627,32 +644,49 @@ def _rala_fwd_state_kernel(
     pairs_ok = pairs < HEAD_DIM // 2
     dims = tl.arange(0, DIM_PAD)
     dims_ok = dims < HEAD_DIM
-    even_rows = 2 * pairs * stride_qkv_c
-    odd_rows = (2 * pairs + 1) * stride_qkv_c
-    dim_rows = dims * stride_qkv_c
+    pair_offsets = _tile_offsets(stride_qkv_c, 2 * pairs, BLOCK_L)
+    value_offsets = tl.trans(_tile_offsets(stride_qkv_c, dims, BLOCK_L))
     qm_even, qm_odd = _load_halves(query_mean + bh * HEAD_DIM, pairs, HEAD_DIM)
 
     running_max = tl.full((), float('-inf'), tl.float32)
     lane_sums = tl.zeros((BLOCK_L,), dtype=tl.float32)
     state = tl.zeros((2 * PAIRS_PAD, DIM_PAD), dtype=tl.float32)
-    km_even = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
-    km_odd = tl.zeros((PAIRS_PAD, BLOCK_L), dtype=tl.float32)
+    # With half-precision dot operands at d <= 64, km sums over tokens on the tensor
+    # cores: the stacked K_j a_j times a (BLOCK_L x 16) tile of ones (16, the narrowest
+    # dot), whose 16 columns each hold km, the same sum in the same order. Per token
+    # lane, km takes (d x BLOCK_L) fp32 accumulators, 32 registers a thread at 64-token
+    # tiles (8 this way), and spilled there. fp32 keeps the lanes (its 3xTF32 dot of ones
+    # is three MMAs: 137 -> 190 loop instructions per token on sm_90), and so do head dims
+    # above 64, whose 16-token tiles hold no more in lanes than in 16 columns.
+    KM_BY_DOT: tl.constexpr = DOT_MODE != 0 and HEAD_DIM <= 64
+    ones = _dot_operand(tl.full((BLOCK_L, 16), 1.0, tl.float32), qkv, DOT_MODE)
+    if KM_BY_DOT:
+        km_sums = tl.zeros((2 * PAIRS_PAD, 16), dtype=tl.float32)
+    else:
+        km_sums = tl.zeros((2 * PAIRS_PAD, BLOCK_L), dtype=tl.float32)
     start, whole_stop, stop = _chunk_bounds(chunk, chunk_tokens, num_tokens, BLOCK_L, ALIGN)
     if whole_stop < stop:
-        running_max, lane_sums, state, km_even, km_odd = _state_tile(
-            k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
-            whole_stop, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
-            running_max, lane_sums, state, km_even, km_odd,
-            HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, True)
+        running_max, lane_sums, state, km_sums = _state_tile(
+            k_base, v_base, pair_offsets, stride_qkv_c, value_offsets, pairs, pairs_ok,
+            dims_ok, whole_stop, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
+            running_max, lane_sums, state, km_sums, ones,
+            HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, KM_BY_DOT, True)
     for first in range(start, whole_stop, BLOCK_L):
-        running_max, lane_sums, state, km_even, km_odd = _state_tile(
-            k_base, v_base, even_rows, odd_rows, dim_rows, pairs, pairs_ok, dims_ok,
-            first, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
-            running_max, lane_sums, state, km_even, km_odd,
-            HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
+        running_max, lane_sums, state, km_sums = _state_tile(
+            k_base, v_base, pair_offsets, stride_qkv_c, value_offsets, pairs, pairs_ok,
+            dims_ok, first, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
+            running_max, lane_sums, state, km_sums, ones,
+            HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, KM_BY_DOT, False)
 
-    _store_state_partial(state_partials, bh * num_chunks + chunk, state, km_even, km_odd,
-                         pairs, dims, PAIRS_PAD, HEAD_DIM)
+    km_partial = _store_state_partial(state_partials, bh * num_chunks + chunk, state, dims,
+                                      PAIRS_PAD, HEAD_DIM)
+    if KM_BY_DOT:
+        km = tl.max(km_sums, axis=1)    # of equal columns: exact
+    else:
+        km = tl.sum(km_sums, axis=1)
+    # The saved [even | odd] order is the stacked one.
+    stacked_rows, _, stacked_ok = _stacked_rows(PAIRS_PAD, HEAD_DIM)
+    tl.store(km_partial + stacked_rows, km, mask=stacked_ok)
     stats = softmax_partials + (bh * num_chunks + chunk) * 2
     tl.store(stats, running_max)
     tl.store(stats + 1, tl.sum(lane_sums, axis=0))
@@ -880,8 +914,10 @@ def _rala_bwd_state_grad_kernel(
             grad_state, grad_km_even, grad_km_odd,
             DIM_PAD, HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, False)
 
-    _store_state_partial(grad_state_partials, bh * num_chunks + chunk, grad_state,
-                         grad_km_even, grad_km_odd, pairs, dims, PAIRS_PAD, HEAD_DIM)
+    grad_km_partial = _store_state_partial(grad_state_partials, bh * num_chunks + chunk,
+                                           grad_state, dims, PAIRS_PAD, HEAD_DIM)
+    _store_halves(grad_km_partial, pairs, tl.sum(grad_km_even, axis=1),
+                  tl.sum(grad_km_odd, axis=1), HEAD_DIM)
 
 
 @triton.jit
@@ -1193,14 +1229,17 @@ def tiling_class(dtype: torch.dtype, head_dim: int):
     return ('fp32' if dtype == torch.float32 else 'half', 64 if head_dim <= 64 else 128)
 
 
-def _pass_options(pass_name: str, tiling: tuple, aligned: bool) -> dict:
-    """BLOCK_L, num_warps and num_stages of a token pass; see PASS_TILING and
-    ALIGNED_ROWS_TILING."""
+def _pass_options(pass_name: str, tiling: tuple, aligned: bool, capability) -> dict:
+    """BLOCK_L, num_warps and num_stages of a token pass on a GPU of compute
+    ``capability``; see PASS_TILING, ARCH_TILING and ALIGNED_ROWS_TILING."""
     if KERNELS_INTERPRETED:
         block, warps, stages = INTERPRETER_TILING
     else:
-        option = ALIGNED_ROWS_TILING.get(tiling, {}).get(pass_name) if aligned else None
-        block, warps, stages = option or PASS_TILING[tiling][pass_name]
+        option = PASS_TILING[tiling][pass_name]
+        option = ARCH_TILING.get(capability, {}).get(tiling, {}).get(pass_name, option)
+        if aligned:
+            option = ALIGNED_ROWS_TILING.get(tiling, {}).get(pass_name, option)
+        block, warps, stages = option
     return dict(BLOCK_L=block, num_warps=warps, num_stages=stages)
 
 
@@ -1220,6 +1259,13 @@ def _token_major(x: torch.Tensor) -> torch.Tensor:
     if x.stride(3) == 1 and (x.stride(2) == width or height == 1):
         return x
     return x.contiguous()
+
+
+def _device_capability(qkv: torch.Tensor):
+    """(major, minor) compute capability of qkv's GPU; None for the interpreter."""
+    if KERNELS_INTERPRETED or not qkv.is_cuda:
+        return None
+    return torch.cuda.get_device_capability(qkv.device)
 
 
 def _dot_config(qkv: torch.Tensor):
@@ -1296,6 +1342,7 @@ class _Geometry:
         self.flat_state = head_dim * head_dim + head_dim
         self.scale = head_dim ** -0.5
         self.dot_mode, self.fp32_precision = _dot_config(qkv)
+        self.capability = _device_capability(qkv)
         self.grid = (self.num_chunks, self.batch_heads)
         self.combine_grid = (self.batch_heads, _cdiv(self.flat_state, COMBINE_BLOCK_FLAT))
 
@@ -1304,7 +1351,7 @@ class _Geometry:
         vector width ``align``; DIM_PAD only for passes with (d x tokens) tiles."""
         consts = dict(NUM_HEADS=self.num_heads, HEAD_DIM=self.head_dim,
                       PAIRS_PAD=self.pairs_pad, ALIGN=align,
-                      **_pass_options(pass_name, self.tiling, align > 1))
+                      **_pass_options(pass_name, self.tiling, align > 1, self.capability))
         if with_dot:
             consts.update(DOT_MODE=self.dot_mode, FP32_PRECISION=self.fp32_precision)
         if with_dot and with_dim_tiles:
