@@ -186,14 +186,12 @@ def record_launches(dtype: torch.dtype, head_dim: int, height: int, width: int,
     launches = []
     kernels = {name: getattr(module, name) for name in dir(module)
                if name.startswith('_rala_') and name.endswith('_kernel')}
-    # On a CPU tensor the host code would pick its dot precision for the CPU.
-    dot_mode = 0 if dtype == torch.float32 else 1
-    saved = {**kernels, '_dot_config': module._dot_config,
-             '_device_capability': module._device_capability}
+    # The tensors are on the CPU: the host code is told the GPU it would have met, which
+    # sets the launch options and the dot precision.
+    saved = {**kernels, '_device_capability': module._device_capability}
     try:
         for name, kernel in kernels.items():
             setattr(module, name, _Recorder(kernel, launches))
-        module._dot_config = lambda qkv: (dot_mode, 'tf32x3' if dot_mode == 0 else 'ieee')
         module._device_capability = lambda qkv: divmod(ARCHS[arch], 10)
         channels = heads * head_dim
         conv_out = torch.zeros(batch, 4 * channels, height, width, dtype=dtype)

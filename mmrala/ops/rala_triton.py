@@ -577,7 +577,7 @@ def _rala_fwd_query_sum_kernel(
 @triton.jit
 def _state_tile(k_base, v_base, pair_offsets, channel_stride, value_offsets, pairs, pairs_ok,
                 dims_ok, first, stop, rope_table, height, width, scale, qm_even, qm_odd,
-                like_ptr, running_max, lane_sums, state, km_sums, ones,
+                like_ptr, running_max, lane_sums, state, km_sums,
                 HEAD_DIM: tl.constexpr, BLOCK_L: tl.constexpr, DOT_MODE: tl.constexpr,
                 FP32_PRECISION: tl.constexpr, KM_BY_DOT: tl.constexpr,
                 MASKED: tl.constexpr):
@@ -609,6 +609,7 @@ def _state_tile(k_base, v_base, pair_offsets, channel_stride, value_offsets, pai
     state = _mma(_dot_operand(_stack(rot_even, rot_odd), like_ptr, DOT_MODE), values_t,
                  state * rescale, DOT_MODE, FP32_PRECISION)
     if KM_BY_DOT:
+        ones = _dot_operand(tl.full((BLOCK_L, 16), 1.0, tl.float32), like_ptr, DOT_MODE)
         km_sums = _mma(_dot_operand(_stack(weighted_even, weighted_odd), like_ptr, DOT_MODE),
                        ones, km_sums * rescale, DOT_MODE, FP32_PRECISION)
     else:
@@ -659,7 +660,6 @@ def _rala_fwd_state_kernel(
     # is three MMAs: 137 -> 190 loop instructions per token on sm_90), and so do head dims
     # above 64, whose 16-token tiles hold no more in lanes than in 16 columns.
     KM_BY_DOT: tl.constexpr = DOT_MODE != 0 and HEAD_DIM <= 64
-    ones = _dot_operand(tl.full((BLOCK_L, 16), 1.0, tl.float32), qkv, DOT_MODE)
     if KM_BY_DOT:
         km_sums = tl.zeros((2 * PAIRS_PAD, 16), dtype=tl.float32)
     else:
@@ -669,13 +669,13 @@ def _rala_fwd_state_kernel(
         running_max, lane_sums, state, km_sums = _state_tile(
             k_base, v_base, pair_offsets, stride_qkv_c, value_offsets, pairs, pairs_ok,
             dims_ok, whole_stop, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
-            running_max, lane_sums, state, km_sums, ones,
+            running_max, lane_sums, state, km_sums,
             HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, KM_BY_DOT, True)
     for first in range(start, whole_stop, BLOCK_L):
         running_max, lane_sums, state, km_sums = _state_tile(
             k_base, v_base, pair_offsets, stride_qkv_c, value_offsets, pairs, pairs_ok,
             dims_ok, first, stop, rope_table, height, width, scale, qm_even, qm_odd, qkv,
-            running_max, lane_sums, state, km_sums, ones,
+            running_max, lane_sums, state, km_sums,
             HEAD_DIM, BLOCK_L, DOT_MODE, FP32_PRECISION, KM_BY_DOT, False)
 
     km_partial = _store_state_partial(state_partials, bh * num_chunks + chunk, state, dims,
@@ -1268,8 +1268,9 @@ def _device_capability(qkv: torch.Tensor):
     return torch.cuda.get_device_capability(qkv.device)
 
 
-def _dot_config(qkv: torch.Tensor):
-    """(DOT_MODE, FP32_PRECISION) of the kernels for ``qkv``.
+def _dot_config(dtype: torch.dtype, capability):
+    """(DOT_MODE, FP32_PRECISION) of the kernels for ``dtype`` on a GPU of compute
+    ``capability`` (None: the interpreter, see _device_capability).
 
     DOT_MODE 0: fp32 operands. On tensor cores as 3xTF32 (close to fp32) while torch's
     fp32 matmul precision is 'highest', as TF32 when it allows less; plain fp32 FMA
@@ -1278,13 +1279,11 @@ def _dot_config(qkv: torch.Tensor):
     DOT_MODE 2: the interpreter's stand-in for 1: operands rounded to the input dtype and
     multiplied in fp32, since it computes a bf16 dot on raw bits.
     """
-    if qkv.dtype == torch.float32:
+    if dtype == torch.float32:
         mode = 0
     else:
         mode = 2 if KERNELS_INTERPRETED else 1
-    if KERNELS_INTERPRETED or not qkv.is_cuda:
-        return mode, 'ieee'
-    if torch.cuda.get_device_capability(qkv.device) < (8, 0):
+    if capability is None or capability < (8, 0):
         return mode, 'ieee'
     precise = torch.get_float32_matmul_precision() == 'highest'
     return mode, 'tf32x3' if precise else 'tf32'
@@ -1341,8 +1340,8 @@ class _Geometry:
         self.num_chunks = _cdiv(self.num_tokens, self.chunk_tokens)
         self.flat_state = head_dim * head_dim + head_dim
         self.scale = head_dim ** -0.5
-        self.dot_mode, self.fp32_precision = _dot_config(qkv)
         self.capability = _device_capability(qkv)
+        self.dot_mode, self.fp32_precision = _dot_config(qkv.dtype, self.capability)
         self.grid = (self.num_chunks, self.batch_heads)
         self.combine_grid = (self.batch_heads, _cdiv(self.flat_state, COMBINE_BLOCK_FLAT))
 
