@@ -15,8 +15,11 @@ def test_runs_steps_in_order_until_the_budget_is_short(tmp_path):
     """The GPU tests run (and skip, without CUDA); with less budget left than the quick
     benchmark needs, it is not started, and the summary says so."""
     out = tmp_path / 'out'
+    needs = {step.name: step.min_seconds for step in gpu_check.steps(str(out))}
+    budget = 60
+    assert needs['gpu_tests'] < budget < needs['benchmark_quick']
     proc = subprocess.run(
-        [sys.executable, f'{TOOLS}/gpu_check.py', '--out', str(out), '--budget', '60',
+        [sys.executable, f'{TOOLS}/gpu_check.py', '--out', str(out), '--budget', str(budget),
          '--steps', 'benchmark_quick', 'gpu_tests'],
         env=tool_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -30,7 +33,7 @@ def test_runs_steps_in_order_until_the_budget_is_short(tmp_path):
     assert list(results) == ['gpu_tests', 'benchmark_quick']
     assert results['gpu_tests'].startswith('passed in ')
     assert results['benchmark_quick'].startswith('not run: ')
-    assert results['benchmark_quick'].endswith('it needs 90 s')
+    assert results['benchmark_quick'].endswith(f"it needs {needs['benchmark_quick']} s")
 
     log = (out / 'gpu_tests.log').read_text()
     assert 'skipped' in log and 'needs a CUDA GPU' in log
